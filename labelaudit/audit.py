@@ -1,0 +1,201 @@
+"""``labelaudit scan`` as a library call: decode, train, score, write the run directory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .core.folds import stratified_folds
+from .core.transition import bootstrap_transition_ci, confident_joint, transition_from_confident_joint
+from .data.dataset import LabelledImages, load_labelled_images, read_classes_file
+from .errors import LabelAuditError
+from .methods.registry import create_method
+from .report.files import write_json
+from .report.parquet import write_parquet
+from .report.rundir import RunRecord, check_can_write, save_predictions, sha256_of_file, write_run_record
+from .report.schema import (
+    CLASSES_FILE, CLASSES_SCHEMA, MODEL_DIR, SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, TRANSITION_FILE,
+    TRANSITION_SCHEMA,
+)
+from .report.tables import TransitionEstimate, classes_frame, samples_frame, score_rows, transition_frame
+from .train.checkpoint import save_model
+from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
+
+BOOTSTRAP_RESAMPLES = 200
+
+
+@dataclass
+class DatasetSpec:
+    """Where the labelled images are and how to read the CSV."""
+
+    images: Path
+    labels_csv: Path
+    path_column: str = "path"
+    label_column: str = "label"
+    delimiter: str = ","
+    classes_file: Path | None = None
+    max_pixels: int | None = None
+    workers: int | None = None
+
+
+@dataclass
+class ScanSettings:
+    dataset: DatasetSpec
+    out: Path = Path("labelaudit-out")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: str = "elr"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    folds: int = 1
+    force: bool = False
+
+
+@dataclass
+class ScanResult:
+    out: Path
+    summary: dict[str, Any]
+    samples: pd.DataFrame
+    classes: pd.DataFrame
+
+
+def load_dataset(spec: DatasetSpec, image_size: int,
+                 decode_progress: Callable[[int, int], None] | None = None) -> LabelledImages:
+    classes = read_classes_file(spec.classes_file) if spec.classes_file else None
+    return load_labelled_images(
+        spec.images, spec.labels_csv, image_size=image_size, path_column=spec.path_column,
+        label_column=spec.label_column, delimiter=spec.delimiter, classes=classes,
+        max_pixels=spec.max_pixels, workers=spec.workers, progress=decode_progress,
+    )
+
+
+def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None,
+             decode_progress: Callable[[int, int], None] | None = None) -> ScanResult:
+    """Train on the labelled images, score every CSV row and write the run directory."""
+    progress = progress or SilentProgress()
+    spec, out = settings.dataset, Path(settings.out)
+    if settings.folds < 1:
+        raise LabelAuditError("--folds must be at least 1")
+    create_method(settings.method, **settings.method_options)  # fail on a bad method before decoding
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    data = load_dataset(spec, settings.train.image_size, decode_progress)
+    timings["decode_seconds"] = time.perf_counter() - started
+    record = RunRecord(
+        images_root=str(Path(spec.images).resolve()), labels_csv=str(Path(spec.labels_csv).resolve()),
+        labels_sha256=sha256_of_file(spec.labels_csv), path_column=spec.path_column,
+        label_column=spec.label_column, delimiter=spec.delimiter,
+        classes_file=str(spec.classes_file) if spec.classes_file else None, classes=data.classes,
+        method=settings.method, folds=settings.folds, train=settings.train.to_dict(),
+    )
+    check_can_write(out, record, force=settings.force)
+
+    stage = time.perf_counter()
+    n_classes = len(data.classes)
+    if settings.folds > 1:
+        folds = _check_folds(data, settings.folds, settings.train.seed)
+        pred_probs = np.zeros((len(data.labels), n_classes), np.float32)
+        method_settings: dict[str, Any] = {}
+        for fold in range(settings.folds):
+            held_out = folds == fold
+            method = create_method(settings.method, **settings.method_options)
+            fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
+                         progress=progress, description=f"fold {fold + 1}/{settings.folds}")
+            pred_probs[held_out] = predict_proba(fitted.method, data.images[held_out], settings.train)
+            method_settings[f"fold_{fold}"] = fitted.method.settings()
+        history: list[dict[str, float]] = []
+        model_dir = None
+    else:
+        folds = np.zeros(len(data.labels), np.int16)
+        method = create_method(settings.method, **settings.method_options)
+        fitted = fit(method, data.images, data.labels, n_classes, settings.train, progress=progress,
+                     description=f"training {settings.method}")
+        pred_probs = predict_proba(fitted.method, data.images, settings.train)
+        method_settings = fitted.method.settings()
+        history = fitted.history
+        model_dir = save_model(out / MODEL_DIR, fitted.method, settings.train, data.classes,
+                               metrics={"history": history})
+    timings["train_seconds"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    estimate = confident_joint_estimate(data.labels, pred_probs, n_classes, seed=settings.train.seed)
+    scores = score_rows(data.labels, pred_probs, estimate.matrix)
+    samples = samples_frame(data.rows, data.row_index, data.classes, scores, folds)
+    classes = classes_frame(data.classes, data.labels, scores, estimate.matrix)
+    timings["score_seconds"] = time.perf_counter() - stage
+    timings["total_seconds"] = time.perf_counter() - started
+
+    config = {
+        "method": settings.method, "method_settings": method_settings, "folds": settings.folds,
+        "train": settings.train.to_dict(), "dataset": {k: str(v) for k, v in spec.__dict__.items()},
+    }
+    metadata = {
+        "labelaudit_version": __version__, "config": config, "classes": data.classes,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "images_root": record.images_root, "labels_sha256": record.labels_sha256,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(samples, out / SAMPLES_FILE, schema=SAMPLES_SCHEMA, metadata=metadata)
+    write_parquet(classes, out / CLASSES_FILE, schema=CLASSES_SCHEMA, metadata=metadata)
+    write_parquet(transition_frame(data.classes, [estimate]), out / TRANSITION_FILE,
+                  schema=TRANSITION_SCHEMA, metadata=metadata)
+    save_predictions(out, pred_probs=pred_probs, labels=data.labels, row_index=data.row_index, folds=folds)
+    summary = build_summary(data, scores.error_probability, scores.is_issue, timings, config, out,
+                            model_dir=model_dir, history=history)
+    write_json(out / SUMMARY_FILE, summary)
+    write_run_record(out, record)
+    return ScanResult(out=out, summary=summary, samples=samples, classes=classes)
+
+
+def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,
+                             seed: int = 0) -> TransitionEstimate:
+    """T from the confident joint, with bootstrap intervals over rows."""
+
+    def estimator(labels_: np.ndarray, probs_: np.ndarray) -> np.ndarray:
+        return transition_from_confident_joint(labels_, probs_, n_classes=n_classes)
+
+    matrix = estimator(labels, pred_probs)
+    low, high = bootstrap_transition_ci(estimator, (labels, pred_probs), n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    counts = confident_joint(labels, pred_probs, n_classes=n_classes)
+    return TransitionEstimate("confident_joint", matrix, low, high, counts)
+
+
+def _check_folds(data: LabelledImages, n_folds: int, seed: int) -> np.ndarray:
+    counts = np.bincount(data.labels, minlength=len(data.classes))
+    too_small = [f"{data.classes[i]} ({counts[i]})" for i in np.flatnonzero(counts < n_folds)]
+    if too_small:
+        raise LabelAuditError(f"--folds {n_folds} needs at least {n_folds} rows per class; too few: "
+                              + ", ".join(too_small))
+    return stratified_folds(data.labels, n_folds, seed=seed)
+
+
+def build_summary(data: LabelledImages, error_probability: np.ndarray, is_issue: np.ndarray,
+                  timings: dict[str, float], config: dict[str, Any], out: Path, *,
+                  model_dir: Path | None, history: list[dict[str, float]]) -> dict[str, Any]:
+    status_counts = data.status_counts()
+    audited = int(len(data.labels))
+    estimated_error_rate = float(np.mean(error_probability)) if audited else 0.0
+    return {
+        "labelaudit_version": __version__,
+        "run_directory": str(out),
+        "rows": int(len(data.rows)),
+        "audited": audited,
+        "skipped": int(len(data.rows) - audited),
+        "status_counts": status_counts,
+        "classes": data.classes,
+        "n_issues": int(is_issue.sum()),
+        "estimated_error_rate": estimated_error_rate,
+        "estimated_errors": float(np.sum(error_probability)),
+        "label_health": 1.0 - estimated_error_rate,
+        "transition_estimator": "confident_joint",
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+        "model_dir": str(model_dir) if model_dir else None,
+        "settings": json.loads(json.dumps(config, default=str)),
+    }

@@ -1,0 +1,67 @@
+"""The ``labelaudit`` command: a Typer app whose errors are one ``Error: …`` line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ..errors import LabelAuditError
+
+
+class LabelAuditGroup(TyperGroup):
+    """Turns every usage or input error into one line on stderr, never a traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            _fail(exc.format_message())
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code or 2)
+        except LabelAuditError as exc:
+            _fail(str(exc))
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted", 130)
+        except Exception as exc:  # a bug, not bad input: still one line unless debugging
+            if os.environ.get("LABELAUDIT_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set LABELAUDIT_DEBUG=1 for details)")
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    first_line = " ".join(str(message).split()) or "unknown error"
+    click.echo(f"Error: {first_line}", err=True)
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=LabelAuditGroup,
+    name="labelaudit",
+    help="Find likely label errors in an image folder + label CSV, and gate new annotation batches.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Find likely label errors in an image folder + label CSV, and gate new annotation batches."""
+
+
+def _register_commands() -> None:
+    from . import scan  # noqa: F401  (each module adds its command to ``app``)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,68 @@
+"""Terminal output: progress bars on stderr, tables and summaries on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False)
+
+
+class RichProgress:
+    """Progress bars for decoding and each training stage; redrawn at most 4 times a second."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._task = None
+        self._decode_task = None
+
+    def __enter__(self) -> "RichProgress":
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=stderr, refresh_per_second=4, transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def decode(self, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        if self._decode_task is None:
+            self._decode_task = self._progress.add_task("decoding images", total=total, status="")
+        self._progress.update(self._decode_task, completed=done)
+
+    def start(self, description: str, total_steps: int) -> None:
+        if self._progress is not None:
+            self._task = self._progress.add_task(description, total=total_steps, status="")
+
+    def advance(self, steps: int = 1) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, steps)
+
+    def epoch_done(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        if self._progress is None or self._task is None:
+            return
+        parts = [f"epoch {epoch}/{epochs}", f"loss {metrics['train_loss']:.3f}"]
+        if "val_accuracy" in metrics:
+            parts.append(f"val acc {metrics['val_accuracy']:.3f}")
+        self._progress.update(self._task, status="  ".join(parts))
+
+    def finish(self) -> None:
+        self._task = None
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()

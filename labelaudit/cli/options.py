@@ -1,0 +1,74 @@
+"""Options shared by several commands, declared once (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..train.loop import DEFAULT_MODEL, TrainConfig
+
+DEFAULTS = TrainConfig()
+TRAINING = "Training"
+DATA = "Data"
+OUTPUT = "Output"
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory.", rich_help_panel=OUTPUT)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.", rich_help_panel=OUTPUT)]
+Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.",
+                                    rich_help_panel=OUTPUT)]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite a run directory made from other inputs.",
+                                     rich_help_panel=OUTPUT)]
+
+Model = Annotated[str, typer.Option("--model", help=f"Any timm model name (default {DEFAULT_MODEL}).",
+                                    rich_help_panel=TRAINING)]
+Pretrained = Annotated[bool, typer.Option("--pretrained/--no-pretrained",
+                                          help="Start from timm's pretrained weights (downloads them).",
+                                          rich_help_panel=TRAINING)]
+Weights = Annotated[Optional[Path], typer.Option("--weights", help="Local checkpoint to start from (offline use).",
+                                                 rich_help_panel=TRAINING)]
+ImageSize = Annotated[int, typer.Option("--image-size", min=8, help="Images are resized to this square size.",
+                                        rich_help_panel=TRAINING)]
+Epochs = Annotated[int, typer.Option("--epochs", min=1, rich_help_panel=TRAINING)]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=2, rich_help_panel=TRAINING)]
+LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Peak SGD learning rate (cosine schedule).",
+                                             rich_help_panel=TRAINING)]
+Seed = Annotated[int, typer.Option("--seed", rich_help_panel=TRAINING)]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.", rich_help_panel=TRAINING)]
+Folds = Annotated[int, typer.Option("--folds", min=1, help="K > 1: train K models, score each row out of fold.",
+                                    rich_help_panel=TRAINING)]
+Flip = Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips while training.",
+                                    rich_help_panel=TRAINING)]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU runs).",
+                                       rich_help_panel=TRAINING)]
+ElrBeta = Annotated[Optional[float], typer.Option("--elr-beta", min=0.0, max=0.999,
+                                                  help="ELR target momentum β (default: chosen automatically).",
+                                                  rich_help_panel=TRAINING)]
+ElrLambda = Annotated[Optional[float], typer.Option("--elr-lambda", min=0.0,
+                                                    help="ELR regularisation weight λ (default: automatic).",
+                                                    rich_help_panel=TRAINING)]
+
+PathColumn = Annotated[str, typer.Option("--path-column", help="CSV column with image paths.", rich_help_panel=DATA)]
+LabelColumn = Annotated[str, typer.Option("--label-column", help="CSV column with labels.", rich_help_panel=DATA)]
+Delimiter = Annotated[str, typer.Option("--delimiter", help="CSV field separator.", rich_help_panel=DATA)]
+ClassesFile = Annotated[Optional[Path], typer.Option("--classes", help="File with one class per line: fixes the "
+                                                     "class order; other labels are skipped.", rich_help_panel=DATA)]
+MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="Skip images larger than this "
+                                                  "(width × height) as image_too_large.", rich_help_panel=DATA)]
+Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decoding threads (default: CPU count).",
+                                                rich_help_panel=DATA)]
+
+
+def train_config(*, model: str, pretrained: bool, weights: Path | None, image_size: int, epochs: int,
+                 batch_size: int, lr: float, seed: int, device: str, flip: bool, compile: bool) -> TrainConfig:
+    return TrainConfig(model=model, pretrained=pretrained, weights=str(weights) if weights else None,
+                       image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       device=device, flip=flip, compile=compile)
+
+
+def method_options(method: str, *, elr_beta: float | None = None, elr_lambda: float | None = None) -> dict:
+    """Constructor options for ``method`` from the command line; ELR-family methods take β and λ."""
+    if method in ("elr", "elr+"):
+        return {"beta": elr_beta, "lam": elr_lambda}
+    return {}

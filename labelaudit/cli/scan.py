@@ -1,0 +1,70 @@
+"""``labelaudit scan IMAGES LABELS.csv``: train, score every row, write the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..audit import DatasetSpec, ScanSettings, run_scan
+from . import options as opt
+from .app import app
+from .console import RichProgress, print_json
+from .views import print_scan_summary
+
+D = opt.DEFAULTS
+
+
+@app.command()
+def scan(
+    images: Annotated[Path, typer.Argument(help="Folder with the images (CSV paths are relative to it).")],
+    labels: Annotated[Path, typer.Argument(help="Label CSV with a header row (default columns path,label).")],
+    out: opt.Out = Path("labelaudit-out"),
+    method: Annotated[str, typer.Option("--method", help="Training method: ce, elr, elr+, …",
+                                        rich_help_panel=opt.TRAINING)] = "elr",
+    model: opt.Model = D.model,
+    pretrained: opt.Pretrained = D.pretrained,
+    weights: opt.Weights = None,
+    image_size: opt.ImageSize = D.image_size,
+    epochs: opt.Epochs = D.epochs,
+    batch_size: opt.BatchSize = D.batch_size,
+    lr: opt.LearningRate = D.lr,
+    seed: opt.Seed = D.seed,
+    device: opt.Device = D.device,
+    folds: opt.Folds = 1,
+    flip: opt.Flip = D.flip,
+    compile: opt.Compile = False,
+    elr_beta: opt.ElrBeta = None,
+    elr_lambda: opt.ElrLambda = None,
+    path_column: opt.PathColumn = "path",
+    label_column: opt.LabelColumn = "label",
+    delimiter: opt.Delimiter = ",",
+    classes: opt.ClassesFile = None,
+    max_pixels: opt.MaxPixels = None,
+    workers: opt.Workers = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="Suspects shown in the summary.",
+                                     rich_help_panel=opt.OUTPUT)] = 15,
+    force: opt.Force = False,
+    quiet: opt.Quiet = False,
+    json_output: opt.Json = False,
+) -> None:
+    """Train a noise-robust model on the labelled images and score every row for label errors."""
+    settings = ScanSettings(
+        dataset=DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,
+                            delimiter=delimiter, classes_file=classes, max_pixels=max_pixels, workers=workers),
+        out=out,
+        train=opt.train_config(model=model, pretrained=pretrained, weights=weights, image_size=image_size,
+                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, flip=flip,
+                               compile=compile),
+        method=method,
+        method_options=opt.method_options(method, elr_beta=elr_beta, elr_lambda=elr_lambda),
+        folds=folds,
+        force=force,
+    )
+    with RichProgress(enabled=not quiet and not json_output) as progress:
+        result = run_scan(settings, progress=progress, decode_progress=progress.decode)
+    if json_output:
+        print_json(result.summary)
+    elif not quiet:
+        print_scan_summary(result.summary, result.samples, top=top)

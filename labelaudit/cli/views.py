@@ -1,0 +1,43 @@
+"""Rich views of a run shared by commands: the summary panel and the table of top suspects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from .console import stdout
+
+
+def suspects_table(samples: pd.DataFrame, top: int, title: str = "Most suspicious labels") -> Table:
+    suspects = samples[samples["is_issue"] == True].sort_values("rank").head(top)  # noqa: E712 (nullable)
+    table = Table(title=f"{title} (top {len(suspects)})", title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("path", overflow="fold")
+    table.add_column("given")
+    table.add_column("suggested")
+    table.add_column("error prob.", justify="right")
+    for row in suspects.itertuples(index=False):
+        table.add_row(str(int(row.rank)), str(row.path), str(row.given_label), str(row.suggested_label),
+                      f"{row.error_probability:.2f}")
+    return table
+
+
+def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: int = 15) -> None:
+    skipped = summary["skipped"]
+    reasons = ", ".join(f"{n} {reason}" for reason, n in summary["status_counts"].items() if reason != "audited")
+    stdout.print(f"[bold]Audited[/] {summary['audited']} of {summary['rows']} rows"
+                 + (f" ([yellow]skipped {skipped}[/]: {reasons})" if skipped else ""))
+    stdout.print(f"[bold]Estimated wrong labels[/] {summary['estimated_error_rate']:.1%} "
+                 f"(about {summary['estimated_errors']:.0f}); label health {summary['label_health']:.1%}; "
+                 f"[bold]{summary['n_issues']}[/] rows flagged as likely errors")
+    method_settings = summary["settings"].get("method_settings", {})
+    if "elr_setting" in method_settings:
+        stdout.print(f"ELR β={method_settings['elr_beta']}, λ={method_settings['elr_lambda']} "
+                     f"({method_settings['elr_setting']})")
+    if summary["n_issues"]:
+        stdout.print(suspects_table(samples, top))
+    stdout.print(f"Run directory: [bold]{summary['run_directory']}[/] "
+                 f"(samples.parquet, classes.parquet, transition.parquet, summary.json) "
+                 f"in {summary['timings']['total_seconds']:.0f} s")

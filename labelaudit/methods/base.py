@@ -1,0 +1,76 @@
+"""What every training method provides to the one training loop (``labelaudit.train.loop``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..train.loop import TrainContext
+
+
+@dataclass
+class Batch:
+    """One training batch on the training device.
+
+    images: (B, 3, H, W) float, normalised and augmented; labels: (B,) int64 given labels;
+    indices: (B,) int64 positions of the rows in the training set (ELR keeps per-sample state by them);
+    trusted: (B,) bool, rows whose label an expert confirmed (GLC), else all False.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    trusted: torch.Tensor
+
+
+class TrainingMethod:
+    """A noise-robust training method.
+
+    The loop calls, in order: ``prepare(ctx)`` once (methods that need a first model, such as forward
+    correction, train it here with ``ctx.fit``), ``networks()`` to build the optimiser, then per step
+    ``loss(batch, progress)`` and ``after_step(progress)``, and ``on_epoch_end(epoch, ctx)``.
+    ``predict_logits`` is what scoring and saved models use. A saved model is the state of
+    ``networks()`` plus ``settings()``; loading calls ``build_networks`` and restores the state.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.nets: torch.nn.ModuleList = torch.nn.ModuleList()
+
+    def build_networks(self, create_network: Callable[[], torch.nn.Module]) -> None:
+        """Create every module whose weights are saved with the model (also used when loading one)."""
+        self.nets = torch.nn.ModuleList([create_network()])
+
+    def prepare(self, ctx: "TrainContext") -> None:
+        self.build_networks(ctx.create_network)
+
+    def networks(self) -> torch.nn.ModuleList:
+        return self.nets
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.nets.parameters() if p.requires_grad]
+
+    def loss(self, batch: Batch, progress: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_step(self, progress: float) -> None:
+        """Called after each optimiser step (EMA updates go here)."""
+
+    def on_epoch_end(self, epoch: int, ctx: "TrainContext") -> None:
+        """Called after each epoch; ``ctx.predict_train()`` gives current probabilities."""
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, K) logits of the clean class, networks in eval mode."""
+        return self.nets[0](images)
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.predict_logits(images).float(), dim=1)
+
+    def settings(self) -> dict[str, Any]:
+        """Hyper-parameters actually used, for config.json and summary.json."""
+        return {}

@@ -1,0 +1,137 @@
+"""Build the report tables (samples, classes, transition) from the data rows and the numeric scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..core.scoring import (
+    error_probability,
+    most_confused_with,
+    posterior_true_label,
+    self_confidence,
+    suspicion_rank,
+)
+from .schema import AUDITED, SAMPLES_COLUMNS
+
+
+@dataclass
+class RowScores:
+    """Scores of the M audited rows. All arrays have length M; ``suggested`` holds class indices."""
+
+    p_given: np.ndarray
+    label_quality: np.ndarray
+    error_probability: np.ndarray
+    suggested: np.ndarray
+    is_issue: np.ndarray
+    rank: np.ndarray
+
+
+def score_rows(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarray) -> RowScores:
+    """Score every audited row.
+
+    labels: (M,) given class indices; clean_probs: (M, K) probabilities of the clean class
+    (out-of-fold, or ELR's non-memorised ones); transition: (K, K) with T[i, j] = P(given j | true i).
+    The suggested label is the most probable true label given the image *and* the given label;
+    a row is an issue when that is not the given label.
+    """
+    posterior = posterior_true_label(labels, clean_probs, transition)
+    errors = error_probability(labels, clean_probs, transition)
+    suggested = posterior.argmax(axis=1)
+    confidence = self_confidence(labels, clean_probs)
+    # Rank by error probability; among equals, lower self-confidence first.
+    order_key = errors.astype(np.float64) + (1.0 - confidence) * 1e-9
+    return RowScores(
+        p_given=confidence.astype(np.float32),
+        label_quality=confidence.astype(np.float32),
+        error_probability=errors.astype(np.float32),
+        suggested=suggested,
+        is_issue=suggested != labels,
+        rank=suspicion_rank(order_key).astype(np.int32),
+    )
+
+
+def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str], scores: RowScores,
+                  folds: np.ndarray) -> pd.DataFrame:
+    """One row per CSV row in CSV order: the report columns, then the CSV's other columns.
+
+    rows: the data layer's table (``path``, ``given_label``, ``status`` and extra columns);
+    row_index: (M,) position in ``rows`` of each scored row; folds: (M,) fold that scored it.
+    """
+    n_rows = len(rows)
+    frame = pd.DataFrame({
+        "path": rows["path"].astype(object).to_numpy(),
+        "given_label": rows["given_label"].astype(object).to_numpy(),
+        "suggested_label": _scatter(n_rows, row_index, np.asarray(classes, dtype=object)[scores.suggested], None),
+        "p_given": _scatter(n_rows, row_index, scores.p_given, np.nan),
+        "label_quality": _scatter(n_rows, row_index, scores.label_quality, np.nan),
+        "error_probability": _scatter(n_rows, row_index, scores.error_probability, np.nan),
+        "is_issue": _scatter(n_rows, row_index, scores.is_issue, None),
+        "rank": _scatter(n_rows, row_index, scores.rank, None),
+        "status": rows["status"].astype(object).to_numpy(),
+        "fold": _scatter(n_rows, row_index, folds, None),
+    })
+    for column in rows.columns:
+        if column not in SAMPLES_COLUMNS:
+            frame[column] = rows[column].to_numpy()
+    return frame
+
+
+def _scatter(n_rows: int, row_index: np.ndarray, values: np.ndarray, missing) -> np.ndarray:
+    out = np.full(n_rows, missing, dtype=object)
+    out[row_index] = list(values)
+    return out
+
+
+def classes_frame(classes: list[str], labels: np.ndarray, scores: RowScores, transition: np.ndarray) -> pd.DataFrame:
+    """Per class: rows given that label, how many are issues, the estimated share of wrong labels
+    among them (mean error probability), and the class its true members are most often labelled as."""
+    confused = most_confused_with(transition)
+    records = []
+    for index, label in enumerate(classes):
+        given_here = labels == index
+        n = int(given_here.sum())
+        records.append({
+            "label": label,
+            "n": n,
+            "n_issues": int(scores.is_issue[given_here].sum()),
+            "estimated_noise_rate": float(scores.error_probability[given_here].mean()) if n else np.nan,
+            "most_confused_with": classes[int(confused[index])],
+        })
+    return pd.DataFrame.from_records(records)
+
+
+@dataclass
+class TransitionEstimate:
+    """One estimator's T (K, K) with per-cell interval bounds and supporting counts."""
+
+    estimator: str
+    matrix: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    counts: np.ndarray
+
+
+def transition_frame(classes: list[str], estimates: list[TransitionEstimate]) -> pd.DataFrame:
+    """Long format, K×K rows per estimator: true_label, noisy_label, probability, ci_low, ci_high, count."""
+    n_classes = len(classes)
+    true_index, noisy_index = np.divmod(np.arange(n_classes * n_classes), n_classes)
+    parts = [
+        pd.DataFrame({
+            "true_label": np.asarray(classes, dtype=object)[true_index],
+            "noisy_label": np.asarray(classes, dtype=object)[noisy_index],
+            "probability": est.matrix.ravel(),
+            "ci_low": est.ci_low.ravel(),
+            "ci_high": est.ci_high.ravel(),
+            "count": est.counts.ravel().astype(float),
+            "estimator": est.estimator,
+        })
+        for est in estimates
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def audited_mask(frame: pd.DataFrame) -> np.ndarray:
+    return (frame["status"] == AUDITED).to_numpy()
