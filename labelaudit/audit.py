@@ -162,6 +162,8 @@ def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_class
 
     matrix = estimator(labels, pred_probs)
     low, high = bootstrap_transition_ci(estimator, (labels, pred_probs), n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    # Percentile intervals of a biased estimator can miss the point estimate; keep them ordered.
+    low, high = np.minimum(low, matrix), np.maximum(high, matrix)
     counts = confident_joint(labels, pred_probs, n_classes=n_classes)
     return TransitionEstimate("confident_joint", matrix, low, high, counts)
 

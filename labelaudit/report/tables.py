@@ -98,7 +98,7 @@ def classes_frame(classes: list[str], labels: np.ndarray, scores: RowScores, tra
             "n": n,
             "n_issues": int(scores.is_issue[given_here].sum()),
             "estimated_noise_rate": float(scores.error_probability[given_here].mean()) if n else np.nan,
-            "most_confused_with": classes[int(confused[index])],
+            "most_confused_with": classes[int(confused[index])] if confused[index] >= 0 else None,
         })
     return pd.DataFrame.from_records(records)
 
