@@ -1,0 +1,1 @@
+"""Drive the system's headless Chromium from tests (stdlib only, no browser downloads)."""
