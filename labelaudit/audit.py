@@ -14,7 +14,9 @@ import pandas as pd
 
 from . import __version__
 from .core.folds import stratified_folds
-from .core.transition import bootstrap_transition_ci, confident_joint, transition_from_confident_joint
+from .core.transition import (
+    bootstrap_transition_ci, confident_joint, smooth_transition, transition_from_confident_joint,
+)
 from .data.dataset import LabelledImages, load_labelled_images, read_classes_file
 from .errors import LabelAuditError
 from .methods.registry import create_method
@@ -116,8 +118,10 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         method = create_method(settings.method, **settings.method_options)
         fitted = fit(method, data.images, data.labels, n_classes, settings.train, progress=progress,
                      description=f"training {settings.method}")
-        pred_probs = predict_proba(fitted.method, data.images, settings.train)
-        method_settings = fitted.method.settings()
+        kept = fitted.method.training_probs()
+        pred_probs = kept if kept is not None else predict_proba(fitted.method, data.images, settings.train)
+        method_settings = {**fitted.method.settings(),
+                           "scored_with": "method targets" if kept is not None else "final model"}
         history = fitted.history
         model_dir = save_model(out / MODEL_DIR, fitted.method, settings.train, data.classes,
                                metrics={"history": history})
@@ -155,10 +159,12 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
 
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,
                              seed: int = 0) -> TransitionEstimate:
-    """T from the confident joint, with bootstrap intervals over rows."""
+    """T from the confident joint (rows smoothed by a one-row flat prior), with bootstrap intervals."""
 
     def estimator(labels_: np.ndarray, probs_: np.ndarray) -> np.ndarray:
-        return transition_from_confident_joint(labels_, probs_, n_classes=n_classes)
+        joint = confident_joint(labels_, probs_, n_classes=n_classes)
+        return smooth_transition(transition_from_confident_joint(labels_, probs_, n_classes=n_classes),
+                                 joint.sum(axis=1))
 
     matrix = estimator(labels, pred_probs)
     low, high = bootstrap_transition_ci(estimator, (labels, pred_probs), n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)

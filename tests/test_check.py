@@ -17,40 +17,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from labelaudit.report.schema import SAMPLES_COLUMNS
 
-from tiny import TINY_MODEL, TINY_SIZE
+from tiny import NAMES, TINY_MODEL, TINY_SIZE, write_colour_images, write_csv
 
 runner = CliRunner()
-COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (40, 70, 220)}
-NAMES = list(COLOURS)
-
-
-def write_colour_images(root: Path, n_images: int, seed: int) -> list[tuple[str, str]]:
-    """``n_images`` noisy single-colour PNGs under root/images; returns (path, true label) rows."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n_images):
-        label = NAMES[i % len(NAMES)]
-        pixels = np.asarray(COLOURS[label], dtype=float) + rng.normal(0.0, 25.0, (TINY_SIZE, TINY_SIZE, 3))
-        name = f"{label}_{seed}_{i:03d}.png"
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(root / "images" / name)
-        rows.append((name, label))
-    return rows
-
-
-def write_csv(path: Path, rows, header=("path", "label")) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 @pytest.fixture(scope="session")
 def colour_run(tmp_path_factory) -> Path:
     """A run directory (model/, transition.parquet, samples.parquet) from scanning 90 colour images."""

@@ -227,3 +227,19 @@ def test_estimators_always_return_row_stochastic_matrices(case):
     glc, missing = glc_transition(true, noisy_probs, n_classes=k)
     assert_row_stochastic(glc)
     np.testing.assert_array_equal(missing, np.bincount(true, minlength=k) == 0)
+
+
+def test_smooth_transition_removes_impossible_confusions_and_fades_with_data():
+    from labelaudit.core.scoring import error_probability
+    from labelaudit.core.transition import smooth_transition
+
+    hard = np.array([[1.0, 0.0], [0.2, 0.8]])
+    few = smooth_transition(hard, np.array([4.0, 4.0]), prior_count=1.0)
+    assert np.allclose(few.sum(axis=1), 1.0) and (few > 0).all()
+    assert few[0, 1] == pytest.approx((0.0 * 4 + 0.5) / 5)
+    many = smooth_transition(hard, np.array([1e6, 1e6]))
+    assert np.allclose(many, hard, atol=1e-6)
+    # A row labelled 1 whose image says class 0: with the raw T it cannot be an error, smoothed it is likely one.
+    labels, probs = np.array([1]), np.array([[0.99, 0.01]])
+    assert error_probability(labels, probs, np.array([[1.0, 0.0], [0.0, 1.0]]))[0] == 0.0
+    assert error_probability(labels, probs, smooth_transition(np.eye(2), np.array([50.0, 50.0])))[0] > 0.3

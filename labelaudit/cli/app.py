@@ -6,7 +6,6 @@ import os
 import sys
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -20,16 +19,16 @@ class LabelAuditGroup(TyperGroup):
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)
-        except click.UsageError as exc:
-            _fail(exc.format_message())
-        except click.ClickException as exc:
-            _fail(exc.format_message(), exc.exit_code or 2)
         except LabelAuditError as exc:
             _fail(str(exc))
-        except (click.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:
             _fail("interrupted", 130)
-        except Exception as exc:  # a bug, not bad input: still one line unless debugging
-            if os.environ.get("LABELAUDIT_DEBUG"):
+        except Exception as exc:
+            if type(exc).__name__ == "Abort":  # click's or typer's: Ctrl-C at a prompt
+                _fail("interrupted", 130)
+            if hasattr(exc, "format_message"):  # usage errors of typer (and of click, which older typer uses)
+                _fail(exc.format_message(), getattr(exc, "exit_code", 2) or 2)
+            if os.environ.get("LABELAUDIT_DEBUG"):  # a bug, not bad input: still one line unless debugging
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (set LABELAUDIT_DEBUG=1 for details)")
         sys.exit(result if isinstance(result, int) else 0)
@@ -37,7 +36,7 @@ class LabelAuditGroup(TyperGroup):
 
 def _fail(message: str, code: int = 2) -> None:
     first_line = " ".join(str(message).split()) or "unknown error"
-    click.echo(f"Error: {first_line}", err=True)
+    typer.echo(f"Error: {first_line}", err=True)
     sys.exit(code)
 
 
@@ -58,6 +57,11 @@ def _root() -> None:
 
 def _register_commands() -> None:
     from . import scan  # noqa: F401  (each module adds its command to ``app``)
+    from . import report  # noqa: F401
+    from . import export  # noqa: F401
+    from . import train  # noqa: F401
+    from . import check  # noqa: F401
+    from . import matrix  # noqa: F401
 
 
 _register_commands()

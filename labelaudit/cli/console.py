@@ -32,9 +32,11 @@ class RichProgress:
             self._progress.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
         if self._progress is not None:
-            self._progress.__exit__(*exc)
+            if exc_type is not None:  # on an error, clear the bars so the one `Error:` line stands alone
+                self._progress.live.transient = True
+            self._progress.__exit__(exc_type, *rest)
 
     def decode(self, done: int, total: int) -> None:
         if self._progress is None:

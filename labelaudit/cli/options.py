@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..train.loop import DEFAULT_MODEL, TrainConfig
+from ..train.config import DEFAULT_MODEL, TrainConfig
 
 DEFAULTS = TrainConfig()
 TRAINING = "Training"
@@ -30,7 +30,8 @@ Weights = Annotated[Optional[Path], typer.Option("--weights", help="Local checkp
                                                  rich_help_panel=TRAINING)]
 ImageSize = Annotated[int, typer.Option("--image-size", min=8, help="Images are resized to this square size.",
                                         rich_help_panel=TRAINING)]
-Epochs = Annotated[int, typer.Option("--epochs", min=1, rich_help_panel=TRAINING)]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Default: about 800 optimiser steps "
+                                               "(10 to 200 epochs).", rich_help_panel=TRAINING)]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=2, rich_help_panel=TRAINING)]
 LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Peak SGD learning rate (cosine schedule).",
                                              rich_help_panel=TRAINING)]
@@ -60,7 +61,7 @@ Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decodi
                                                 rich_help_panel=DATA)]
 
 
-def train_config(*, model: str, pretrained: bool, weights: Path | None, image_size: int, epochs: int,
+def train_config(*, model: str, pretrained: bool, weights: Path | None, image_size: int, epochs: int | None,
                  batch_size: int, lr: float, seed: int, device: str, flip: bool, compile: bool) -> TrainConfig:
     return TrainConfig(model=model, pretrained=pretrained, weights=str(weights) if weights else None,
                        image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..audit import DatasetSpec, ScanSettings, run_scan
 from . import options as opt
 from .app import app
 from .console import RichProgress, print_json
@@ -50,6 +49,8 @@ def scan(
     json_output: opt.Json = False,
 ) -> None:
     """Train a noise-robust model on the labelled images and score every row for label errors."""
+    from ..audit import DatasetSpec, ScanSettings, run_scan  # torch loads here, not for --help
+
     settings = ScanSettings(
         dataset=DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,
                             delimiter=delimiter, classes_file=classes, max_pixels=max_pixels, workers=workers),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from .console import stdout
@@ -19,7 +20,8 @@ def suspects_table(samples: pd.DataFrame, top: int, title: str = "Most suspiciou
     table.add_column("suggested")
     table.add_column("error prob.", justify="right")
     for row in suspects.itertuples(index=False):
-        table.add_row(str(int(row.rank)), str(row.path), str(row.given_label), str(row.suggested_label),
+        table.add_row(str(int(row.rank)), escape(str(row.path)), escape(str(row.given_label)),
+                      escape(str(row.suggested_label)),
                       f"{row.error_probability:.2f}")
     return table
 
@@ -41,3 +43,4 @@ def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: i
     stdout.print(f"Run directory: [bold]{summary['run_directory']}[/] "
                  f"(samples.parquet, classes.parquet, transition.parquet, summary.json) "
                  f"in {summary['timings']['total_seconds']:.0f} s")
+    stdout.print(f"See the suspects: [bold]labelaudit report -o {summary['run_directory']}[/] (writes report.html)")

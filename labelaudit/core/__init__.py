@@ -25,6 +25,7 @@ from labelaudit.core.transition import (
     confusion_counts,
     glc_transition,
     realised_transition,
+    smooth_transition,
     transition_from_confident_joint,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "posterior_true_label",
     "precision_recall",
     "realised_transition",
+    "smooth_transition",
     "self_confidence",
     "softmax",
     "suspicion_rank",

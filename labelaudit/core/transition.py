@@ -134,6 +134,20 @@ def transition_from_confident_joint(labels, pred_probs, *, n_classes: int | None
     return _row_normalise_or_identity(confident_joint(labels, pred_probs, n_classes=n_classes))
 
 
+def smooth_transition(transition, row_counts, *, prior_count: float = 1.0) -> np.ndarray:
+    """Posterior mean of each row of T under a flat Dirichlet prior worth ``prior_count`` rows.
+
+    transition: (K, K) estimate, T[i, j] = P(noisy j | true i); row_counts: (K,) how many samples the
+    estimate of each row rests on. Returns (K, K) with rows summing to 1 and no exact zeros: a zero in T
+    would declare a confusion impossible and zero out every posterior that needs it, however strongly
+    the image disagrees with its label.
+    """
+    transition = np.asarray(transition, dtype=np.float64)
+    n_classes = transition.shape[0]
+    counts = np.clip(np.asarray(row_counts, dtype=np.float64), 0.0, None)[:, None]
+    return (transition * counts + prior_count / n_classes) / (counts + prior_count)
+
+
 def anchor_transition(pred_probs, *, percentile: float = 97.0) -> np.ndarray:
     """T from anchor points (Patrini et al. 2017, forward correction).
 

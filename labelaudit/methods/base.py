@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,17 +43,23 @@ class TrainingMethod:
     def __init__(self) -> None:
         self.nets: torch.nn.ModuleList = torch.nn.ModuleList()
 
-    def build_networks(self, create_network: Callable[[], torch.nn.Module]) -> None:
-        """Create every module whose weights are saved with the model (also used when loading one)."""
+    def build_networks(self, create_network: Callable[[], torch.nn.Module], n_classes: int) -> None:
+        """Create every module whose weights are saved with the model (also used when loading one).
+
+        ``create_network()`` gives a fresh backbone with ``n_classes`` outputs; methods with extra
+        saved state of a size set by K (a transition matrix, a noise channel) build it here too.
+        """
         self.nets = torch.nn.ModuleList([create_network()])
 
     def prepare(self, ctx: "TrainContext") -> None:
-        self.build_networks(ctx.create_network)
+        self.build_networks(ctx.create_network, ctx.n_classes)
 
     def networks(self) -> torch.nn.ModuleList:
         return self.nets
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+    def trainable_parameters(self) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+        """What the optimiser updates: parameters, or torch parameter groups (dicts) when some need
+        other settings (e.g. no weight decay on a noise channel)."""
         return [p for p in self.nets.parameters() if p.requires_grad]
 
     def loss(self, batch: Batch, progress: float) -> torch.Tensor:
@@ -69,8 +76,20 @@ class TrainingMethod:
         return self.nets[0](images)
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.predict_logits(images).float(), dim=1)
+        return float64_softmax(self.predict_logits(images))
+
+    def training_probs(self) -> np.ndarray | None:
+        """(N, K) class probabilities the method itself keeps for its training rows (ELR's targets),
+        used to score those rows instead of a forward pass; None when it keeps none."""
+        return None
 
     def settings(self) -> dict[str, Any]:
         """Hyper-parameters actually used, for config.json and summary.json."""
         return {}
+
+
+def float64_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax in float64, outside autocast: in float32 a confident prediction rounds to exactly 0 or 1,
+    and the ties that makes would spoil the ranking of suspects."""
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return F.softmax(logits.double(), dim=1)

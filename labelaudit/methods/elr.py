@@ -120,7 +120,7 @@ class ELR(TrainingMethod):
     def settings(self) -> dict[str, Any]:
         return {"elr_beta": self.beta, "elr_lambda": self.lam, "elr_setting": self.choice}
 
-    def clean_target_probs(self) -> np.ndarray:
+    def training_probs(self) -> np.ndarray:
         """(N, K) the running-average targets, renormalised: ELR's non-memorised view of each sample."""
         targets = self.targets.detach().float().cpu().numpy()
         totals = targets.sum(axis=1, keepdims=True)

@@ -21,11 +21,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temporary_path = Path(temporary)
+    os.chmod(temporary_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
     try:
         yield temporary_path
         os.replace(temporary_path, target)
     finally:
         temporary_path.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(target: str | Path, payload: Any) -> None:

@@ -105,17 +105,20 @@ def classes_frame(classes: list[str], labels: np.ndarray, scores: RowScores, tra
 
 @dataclass
 class TransitionEstimate:
-    """One estimator's T (K, K) with per-cell interval bounds and supporting counts."""
+    """One estimator's T (K, K) with per-cell interval bounds and supporting counts;
+    ``no_trusted_examples`` (K,) bool marks placeholder identity rows (GLC classes with no trusted row)."""
 
     estimator: str
     matrix: np.ndarray
     ci_low: np.ndarray
     ci_high: np.ndarray
     counts: np.ndarray
+    no_trusted_examples: np.ndarray | None = None
 
 
 def transition_frame(classes: list[str], estimates: list[TransitionEstimate]) -> pd.DataFrame:
-    """Long format, K×K rows per estimator: true_label, noisy_label, probability, ci_low, ci_high, count."""
+    """Long format, K×K rows per estimator: true_label, noisy_label, probability, ci_low, ci_high, count,
+    estimator, no_trusted_examples."""
     n_classes = len(classes)
     true_index, noisy_index = np.divmod(np.arange(n_classes * n_classes), n_classes)
     parts = [
@@ -127,6 +130,8 @@ def transition_frame(classes: list[str], estimates: list[TransitionEstimate]) ->
             "ci_high": est.ci_high.ravel(),
             "count": est.counts.ravel().astype(float),
             "estimator": est.estimator,
+            "no_trusted_examples": (np.zeros(n_classes, bool) if est.no_trusted_examples is None
+                                    else np.asarray(est.no_trusted_examples, bool))[true_index],
         })
         for est in estimates
     ]

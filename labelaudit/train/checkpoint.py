@@ -14,6 +14,7 @@ from ..errors import LabelAuditError
 from ..methods.base import TrainingMethod
 from ..methods.registry import create_method
 from ..report.files import atomic_path, write_json
+from .device import Accelerator, select_device
 from .loop import TrainConfig, create_network, normalisation_of, predict_proba
 
 WEIGHTS_FILE = "model.safetensors"
@@ -115,7 +116,7 @@ def load_model(directory: str | Path, *, device: str = "cpu") -> LoadedModel:
         raise LabelAuditError(f"{config_path} is not a valid labelaudit model config: {exc}") from None
     if info.get("num_classes", len(classes)) != len(classes):
         raise LabelAuditError(f"{config_path}: num_classes {info['num_classes']} but {len(classes)} classes listed")
-    method.build_networks(lambda: create_network(config, len(classes)))
+    method.build_networks(lambda: create_network(config, len(classes)), len(classes))
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
@@ -139,6 +140,7 @@ def load_model(directory: str | Path, *, device: str = "cpu") -> LoadedModel:
             f"{info['method']}: " + "; ".join(problems)
         )
     method.networks().load_state_dict(state)
+    Accelerator(select_device(device)).prepare_model(method.networks())  # moves the modules in place
     method.networks().eval()
     return LoadedModel(method=method, config=config, classes=classes, info=info, directory=directory)
 

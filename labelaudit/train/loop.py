@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -19,34 +19,11 @@ import torch
 from ..errors import LabelAuditError
 from ..methods.base import Batch, TrainingMethod
 from .augment import normalise, random_crop_flip
+from .config import DEFAULT_MODEL, TrainConfig  # noqa: F401  (re-exported)
 from .device import Accelerator, seed_everything, select_device
 
-DEFAULT_MODEL = "resnet10t"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run; saved beside the weights as config.json."""
-
-    model: str = DEFAULT_MODEL
-    pretrained: bool = False
-    weights: str | None = None
-    image_size: int = 32
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    flip: bool = True
-    crop_padding: int | None = None  # None: image_size // 8
-    compile: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ProgressReporter(Protocol):
@@ -121,7 +98,7 @@ class TrainContext:
         self.n_samples = len(labels)
         self.n_classes = n_classes
         self.config = config
-        self.epochs = config.epochs
+        self.epochs = config.epochs_for(len(labels))
         self.accelerator = accelerator
         self.device = accelerator.device
         self.trusted = trusted
@@ -131,10 +108,12 @@ class TrainContext:
     def create_network(self) -> torch.nn.Module:
         return self.accelerator.prepare_model(create_network(self.config, self.n_classes))
 
-    def predict_train(self) -> np.ndarray:
-        """(N, K) current class probabilities of the method on the un-augmented training images."""
-        assert self.method is not None  # set by fit() before any hook runs
-        return predict_proba(self.method, self.images, self.config, accelerator=self.accelerator)
+    def predict_train(self, method: TrainingMethod | None = None) -> np.ndarray:
+        """(N, K) class probabilities on the un-augmented training images, of ``method`` (e.g. a
+        first-stage model from ``fit``) or by default of the method being trained."""
+        method = method or self.method
+        assert method is not None  # set by fit() before any hook runs
+        return predict_proba(method, self.images, self.config, accelerator=self.accelerator)
 
     def fit(self, method: TrainingMethod, *, labels: np.ndarray | None = None,
             rows: np.ndarray | None = None, description: str = "") -> FitResult:
@@ -186,7 +165,8 @@ def fit(
     batch_size = min(config.batch_size, n_samples)
     # Drop a ragged last batch: a batch of one breaks BatchNorm, and ELR's targets do not need it.
     steps_per_epoch = max(1, n_samples // batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    epochs = ctx.epochs
+    total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.SGD(
         method.trainable_parameters(), lr=config.lr, momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -197,7 +177,7 @@ def fit(
     result = FitResult(method)
     progress.start(description or method.name, total_steps)
     step = 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         networks.train()
         order = torch.randperm(n_samples, generator=generator)
         loss_sum = torch.zeros((), device=accelerator.device)
@@ -228,7 +208,7 @@ def fit(
         if on_epoch is not None:
             metrics.update(on_epoch(epoch, method))
         result.history.append(metrics)
-        progress.epoch_done(epoch, config.epochs, metrics)
+        progress.epoch_done(epoch, epochs, metrics)
     progress.finish()
     result.seconds = time.perf_counter() - started
     return result
@@ -239,7 +219,7 @@ def predict_proba(
     method: TrainingMethod, images: np.ndarray, config: TrainConfig, *,
     accelerator: Accelerator | None = None, batch_size: int = 256,
 ) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, K) float32 class probabilities, no augmentation."""
+    """(N, H, W, 3) uint8 -> (N, K) float64 class probabilities, no augmentation."""
     accelerator = accelerator or Accelerator(select_device(config.device))
     networks = method.networks()
     was_training = networks.training
@@ -250,11 +230,11 @@ def predict_proba(
     for start in range(0, len(images), batch_size):
         batch = normalise(accelerator.to_device(host_images[start:start + batch_size]), mean, std)
         with accelerator.autocast():
-            outputs.append(method.predict_proba(batch).float().cpu())
+            outputs.append(method.predict_proba(batch).double().cpu())
     networks.train(was_training)
     if not outputs:
         return np.zeros((0, 0), np.float32)
-    return torch.cat(outputs).numpy().astype(np.float32)
+    return torch.cat(outputs).numpy()
 
 
 def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
