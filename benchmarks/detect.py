@@ -106,24 +106,28 @@ def bundled_sample(work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1200, help="images per dataset")
+    parser.add_argument("--n", type=int, default=1000, help="images per dataset")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--model", default=TrainConfig.model)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-folds", action="store_true", help="leave out ELR --folds 5 (5x the training)")
     parser.add_argument("--skip-sample", action="store_true", help="leave out the bundled-sample timing")
+    parser.add_argument("--noise", choices=["symmetric", "pairs", "both"], default="both",
+                        help="which noise setting to run (two processes can share the work)")
     args = parser.parse_args()
     maker = load_maker()
     config = TrainConfig(model=args.model, epochs=args.epochs, seed=args.seed, device="cpu")
     print(f"# labelaudit detection benchmark\n\ncommand: `python benchmarks/detect.py {' '.join(sys.argv[1:])}`  \n"
           f"machine: {platform.machine()}, {__import__('os').cpu_count()} CPU cores, torch "
-          f"{__import__('torch').__version__}; model {args.model}, {args.epochs} epochs, 32 px, seed {args.seed}\n",
+          f"{__import__('torch').__version__}; model {args.model}, {args.epochs or "auto"} epochs, 32 px, seed {args.seed}\n",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.skip_sample:
             bundled_sample(work)
         for noise, rate, title in (("symmetric", 0.2, "20% symmetric"), ("pairs", 0.4, "40% class-dependent")):
+            if args.noise not in (noise, "both"):
+                continue
             data_dir = work / f"data-{noise}"
             maker.make_dataset(data_dir, n_images=args.n, size=32, noise=noise, noise_rate=rate, seed=args.seed + 1)
             rows = [

@@ -43,7 +43,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -56,10 +56,12 @@ from .data.dataset import load_labelled_images
 from .errors import LabelAuditError
 from .report.parquet import write_parquet
 from .report.rundir import sha256_of_file
-from .report.schema import AUDITED, SAMPLES_SCHEMA, TRANSITION_FILE
+from .report.schema import AUDITED, MODEL_CONFIG_FILE, SAMPLES_SCHEMA, TRANSITION_FILE
 from .report.tables import RowScores, samples_frame, score_rows
-from .train.checkpoint import CONFIG_FILE, LoadedModel, load_model
-from .train.loop import ProgressReporter, SilentProgress
+from .train.progress import ProgressReporter, SilentProgress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .train.checkpoint import LoadedModel
 
 ON_CHOICES = ("estimate", "upper")
 CONFIDENCE = 0.95
@@ -618,6 +620,8 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
         raise LabelAuditError(f"baseline {settings.baseline} does not exist")  # before minutes of inference
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    from .train.checkpoint import load_model  # torch loads here, not when the CLI starts
+
     model = load_model(resolve_model_dir(settings.model_dir), device=settings.device)
     refuse_unknown_labels(settings, model)
     timings["load_seconds"] = time.perf_counter() - started
@@ -673,7 +677,7 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
 def resolve_model_dir(directory: Path) -> Path:
     """The model directory itself, or ``directory/model`` when given a run directory."""
     directory = Path(directory)
-    if not (directory / CONFIG_FILE).is_file() and (directory / "model" / CONFIG_FILE).is_file():
+    if not (directory / MODEL_CONFIG_FILE).is_file() and (directory / "model" / MODEL_CONFIG_FILE).is_file():
         return directory / "model"
     return directory
 

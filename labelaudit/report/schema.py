@@ -11,6 +11,10 @@ SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.npz"
 MODEL_DIR = "model"
+MODEL_WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "config.json"
+MODEL_CLASSES_FILE = "classes.json"
+MODEL_METRICS_FILE = "metrics.json"
 
 AUDITED = "audited"
 
@@ -44,5 +48,7 @@ TRANSITION_SCHEMA = pa.schema([
     ("ci_high", pa.float64()),
     ("count", pa.float64()),
     ("estimator", pa.string()),
+    # True on the rows of a true class that had no trusted example (GLC): an identity placeholder.
+    ("no_trusted_examples", pa.bool_()),
 ])
 TRANSITION_ESTIMATORS = ("glc", "confident_joint", "anchor", "nal")

@@ -17,10 +17,10 @@ from ..report.files import atomic_path, write_json
 from .device import Accelerator, select_device
 from .loop import TrainConfig, create_network, normalisation_of, predict_proba
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-CLASSES_FILE = "classes.json"
-METRICS_FILE = "metrics.json"
+from ..report.schema import MODEL_CLASSES_FILE as CLASSES_FILE
+from ..report.schema import MODEL_CONFIG_FILE as CONFIG_FILE
+from ..report.schema import MODEL_METRICS_FILE as METRICS_FILE
+from ..report.schema import MODEL_WEIGHTS_FILE as WEIGHTS_FILE
 
 
 def save_model(directory: str | Path, method: TrainingMethod, config: TrainConfig, classes: list[str],

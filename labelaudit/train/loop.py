@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,24 +20,11 @@ from ..errors import LabelAuditError
 from ..methods.base import Batch, TrainingMethod
 from .augment import normalise, random_crop_flip
 from .config import DEFAULT_MODEL, TrainConfig  # noqa: F401  (re-exported)
+from .progress import ProgressReporter, SilentProgress  # noqa: F401  (re-exported)
 from .device import Accelerator, seed_everything, select_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ProgressReporter(Protocol):
-    def start(self, description: str, total_steps: int) -> None: ...
-    def advance(self, steps: int = 1) -> None: ...
-    def epoch_done(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None: ...
-    def finish(self) -> None: ...
-
-
-class SilentProgress:
-    def start(self, description: str, total_steps: int) -> None: ...
-    def advance(self, steps: int = 1) -> None: ...
-    def epoch_done(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None: ...
-    def finish(self) -> None: ...
 
 
 @dataclass
