@@ -140,3 +140,16 @@ def test_out_of_fold_scores_every_row_once(tmp_path, tiny_dataset):
     assert sorted(samples["fold"].unique()) == [0, 1, 2]
     assert samples["fold"].value_counts().min() >= len(samples) // 3 - 8
     assert samples["error_probability"].notna().all()
+
+
+def test_same_seed_gives_the_same_report(tmp_path, tiny_dataset):
+    reports = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = runner.invoke(app, ["scan", str(tiny_dataset / "images"), str(tiny_dataset / "labels.csv"),
+                                     "-o", str(out), "--quiet", "--seed", "11", *tiny_train_args(2)])
+        assert result.exit_code == 0, result.output
+        reports.append(pd.read_parquet(out / "samples.parquet"))
+    first, second = reports
+    assert np.allclose(first["error_probability"], second["error_probability"], atol=1e-6, rtol=0)
+    assert first["rank"].tolist() == second["rank"].tolist()
