@@ -99,44 +99,23 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     check_can_write(out, record, force=settings.force)
 
     stage = time.perf_counter()
-    n_classes = len(data.classes)
-    if settings.folds > 1:
-        folds = _check_folds(data, settings.folds, settings.train.seed)
-        pred_probs = np.zeros((len(data.labels), n_classes), np.float32)
-        method_settings: dict[str, Any] = {}
-        for fold in range(settings.folds):
-            held_out = folds == fold
-            method = create_method(settings.method, **settings.method_options)
-            fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
-                         progress=progress, description=f"fold {fold + 1}/{settings.folds}")
-            pred_probs[held_out] = predict_proba(fitted.method, data.images[held_out], settings.train)
-            method_settings[f"fold_{fold}"] = fitted.method.settings()
-        history: list[dict[str, float]] = []
-        model_dir = None
-    else:
-        folds = np.zeros(len(data.labels), np.int16)
-        method = create_method(settings.method, **settings.method_options)
-        fitted = fit(method, data.images, data.labels, n_classes, settings.train, progress=progress,
-                     description=f"training {settings.method}")
-        kept = fitted.method.training_probs()
-        pred_probs = kept if kept is not None else predict_proba(fitted.method, data.images, settings.train)
-        method_settings = {**fitted.method.settings(),
-                           "scored_with": "method targets" if kept is not None else "final model"}
-        history = fitted.history
-        model_dir = save_model(out / MODEL_DIR, fitted.method, settings.train, data.classes,
-                               metrics={"history": history})
+    trained = train_and_score_inputs(data, settings, progress)
+    model_dir = None
+    if trained.method is not None:
+        model_dir = save_model(out / MODEL_DIR, trained.method, settings.train, data.classes,
+                               metrics={"history": trained.history})
     timings["train_seconds"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    estimate = confident_joint_estimate(data.labels, pred_probs, n_classes, seed=settings.train.seed)
-    scores = score_rows(data.labels, pred_probs, estimate.matrix)
-    samples = samples_frame(data.rows, data.row_index, data.classes, scores, folds)
+    estimate = confident_joint_estimate(data.labels, trained.pred_probs, len(data.classes), seed=settings.train.seed)
+    scores = score_rows(data.labels, trained.pred_probs, estimate.matrix)
+    samples = samples_frame(data.rows, data.row_index, data.classes, scores, trained.folds)
     classes = classes_frame(data.classes, data.labels, scores, estimate.matrix)
     timings["score_seconds"] = time.perf_counter() - stage
     timings["total_seconds"] = time.perf_counter() - started
 
     config = {
-        "method": settings.method, "method_settings": method_settings, "folds": settings.folds,
+        "method": settings.method, "method_settings": trained.method_settings, "folds": settings.folds,
         "train": settings.train.to_dict(), "dataset": {k: str(v) for k, v in spec.__dict__.items()},
     }
     metadata = {
@@ -149,12 +128,55 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     write_parquet(classes, out / CLASSES_FILE, schema=CLASSES_SCHEMA, metadata=metadata)
     write_parquet(transition_frame(data.classes, [estimate]), out / TRANSITION_FILE,
                   schema=TRANSITION_SCHEMA, metadata=metadata)
-    save_predictions(out, pred_probs=pred_probs, labels=data.labels, row_index=data.row_index, folds=folds)
+    save_predictions(out, pred_probs=trained.pred_probs, labels=data.labels, row_index=data.row_index,
+                     folds=trained.folds)
     summary = build_summary(data, scores.error_probability, scores.is_issue, timings, config, out,
-                            model_dir=model_dir, history=history)
+                            model_dir=model_dir, history=trained.history)
     write_json(out / SUMMARY_FILE, summary)
     write_run_record(out, record)
     return ScanResult(out=out, summary=summary, samples=samples, classes=classes)
+
+
+@dataclass
+class TrainedScores:
+    """Class probabilities of the audited rows and how they were made.
+
+    pred_probs: (M, K) float64; folds: (M,) int16 fold that scored each row; method: the single-run
+    model (None with folds); history: per-epoch metrics of the single run.
+    """
+
+    pred_probs: np.ndarray
+    folds: np.ndarray
+    method_settings: dict[str, Any]
+    history: list[dict[str, float]]
+    method: Any = None
+
+
+def train_and_score_inputs(data: LabelledImages, settings: ScanSettings,
+                           progress: ProgressReporter) -> TrainedScores:
+    """Train once and score every row with the method's own view of it, or out of fold with ``folds``."""
+    n_classes = len(data.classes)
+    if settings.folds > 1:
+        folds = _check_folds(data, settings.folds, settings.train.seed)
+        pred_probs = np.zeros((len(data.labels), n_classes), np.float64)
+        method_settings: dict[str, Any] = {}
+        for fold in range(settings.folds):
+            held_out = folds == fold
+            method = create_method(settings.method, **settings.method_options)
+            fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
+                         progress=progress, description=f"fold {fold + 1}/{settings.folds}")
+            pred_probs[held_out] = predict_proba(fitted.method, data.images[held_out], settings.train)
+            method_settings[f"fold_{fold}"] = fitted.method.settings()
+        return TrainedScores(pred_probs, folds, {**method_settings, "scored_with": "out of fold"}, [])
+    method = create_method(settings.method, **settings.method_options)
+    fitted = fit(method, data.images, data.labels, n_classes, settings.train, progress=progress,
+                 description=f"training {settings.method}")
+    kept = fitted.method.training_probs()
+    pred_probs = kept if kept is not None else predict_proba(fitted.method, data.images, settings.train)
+    method_settings = {**fitted.method.settings(),
+                       "scored_with": "method targets" if kept is not None else "final model"}
+    return TrainedScores(pred_probs, np.zeros(len(data.labels), np.int16), method_settings, fitted.history,
+                         fitted.method)
 
 
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,
