@@ -54,7 +54,7 @@ def labelaudit_row(name: str, data_dir: Path, out: Path, config: TrainConfig, *,
     is_error = truth_mask(data_dir, samples)
     precision, recall = precision_recall(is_error, samples["is_issue"].to_numpy(bool))
     return {"detector": name, "AUPRC": average_precision(is_error, samples["error_probability"].to_numpy(float)),
-            "precision": precision, "recall": recall, "flagged": int(samples["is_issue"].sum()),
+            "precision": precision, "recall": recall, "flagged": int(samples["is_issue"].to_numpy(bool).sum()),
             "seconds": seconds}
 
 
@@ -112,14 +112,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-folds", action="store_true", help="leave out ELR --folds 5 (5x the training)")
     parser.add_argument("--skip-sample", action="store_true", help="leave out the bundled-sample timing")
-    parser.add_argument("--noise", choices=["symmetric", "pairs", "both"], default="both",
-                        help="which noise setting to run (two processes can share the work)")
+    parser.add_argument("--noise", choices=["symmetric", "pairs", "both", "none"], default="both",
+                        help="which noise setting to run (two processes can share the work; none: only the sample)")
     args = parser.parse_args()
     maker = load_maker()
     config = TrainConfig(model=args.model, epochs=args.epochs, seed=args.seed, device="cpu")
     print(f"# labelaudit detection benchmark\n\ncommand: `python benchmarks/detect.py {' '.join(sys.argv[1:])}`  \n"
           f"machine: {platform.machine()}, {__import__('os').cpu_count()} CPU cores, torch "
-          f"{__import__('torch').__version__}; model {args.model}, {args.epochs or "auto"} epochs, 32 px, seed {args.seed}\n",
+          f"{__import__('torch').__version__}; model {args.model}, {args.epochs or 'auto'} epochs, 32 px, seed {args.seed}\n",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
