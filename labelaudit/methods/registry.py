@@ -16,15 +16,16 @@ def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
 
 
 def method_names() -> list[str]:
+    """Registered names, sorted (registration order depends on which module was imported first)."""
     _import_builtin_methods()
-    return list(_METHODS)
+    return sorted(_METHODS)
 
 
 def create_method(name: str, **options: Any) -> TrainingMethod:
     """Build the method called ``name``; options are its keyword arguments (None means default)."""
     _import_builtin_methods()
     if name not in _METHODS:
-        raise LabelAuditError(f"unknown method {name!r}; choose one of {', '.join(_METHODS)}")
+        raise LabelAuditError(f"unknown method {name!r}; choose one of {', '.join(sorted(_METHODS))}")
     cls = _METHODS[name]
     accepted = {k: v for k, v in options.items() if v is not None}
     try:
@@ -34,9 +35,4 @@ def create_method(name: str, **options: Any) -> TrainingMethod:
 
 
 def _import_builtin_methods() -> None:
-    from . import ce, elr  # noqa: F401  (importing registers them)
-
-    try:
-        from . import elr_plus, forward, glc, nal  # noqa: F401
-    except ImportError:
-        pass
+    from . import ce, elr, elr_plus, forward, glc, nal  # noqa: F401  (importing registers them)

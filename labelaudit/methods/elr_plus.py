@@ -1,0 +1,205 @@
+"""ELR+ (Liu et al., NeurIPS 2020, section 4 and the official ``ELR_plus`` code).
+
+ELR with the usual semi-supervised tricks: two networks, each with an exponential moving average
+(EMA) of its weights and its own target buffer. The targets of network k are a running average of
+the *other* network's EMA predictions on the un-mixed batch, so each network is regularised toward
+what its peer learned early, which keeps the two from confirming each other's memorised mistakes.
+Inputs, one-hot labels and targets are mixed with mixup.
+
+How this maps onto the one training loop: the official code trains the two networks one after the
+other, each over its own epoch with its own optimiser. Here both train on every batch and the loss
+is the *sum* of their two losses. Their parameters are disjoint, so one SGD step on the sum is the
+same update as two SGD steps with separate optimisers; what differs is only that both networks see
+the same batches in the same order (each still draws its own mixup).
+
+Prediction averages the softmax of the two *raw* networks, as the official evaluation does (its
+single-process ``_valid_epoch``/``_test_epoch`` use ``model1`` and ``model2``, not the EMA copies).
+The EMA copies only produce targets; they are saved with the model all the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import LabelAuditError
+from .base import Batch, TrainingMethod
+from .elr import MANY_CLASSES, MANY_CLASSES_SETTING, PROB_CLAMP, SYMMETRIC_SETTING
+from .registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..train.loop import TrainContext
+
+#: official CIFAR configs: mixup Beta(1, 1), EMA decay 0.997 ramped over 40,000 of ~78,000 steps
+MIXUP_ALPHA = 1.0
+EMA_DECAY = 0.997
+EMA_RAMP = 0.5
+#: coefficient ramp as a share of the run: CIFAR-10 uses none; CIFAR-100 40,000 of ~97,750 steps
+COEF_RAMP = 0.0
+MANY_CLASSES_COEF_RAMP = 0.4
+
+
+def sigmoid_ramp(progress: float, length: float) -> float:
+    """w = exp(−5 (1 − min(progress, length)/length)²), rising from e⁻⁵ to 1; 1 when length is 0.
+
+    progress and length are shares of the total training steps (both in [0, 1]).
+    """
+    if length <= 0:
+        return 1.0
+    phase = 1.0 - min(max(progress, 0.0), length) / length
+    return math.exp(-5.0 * phase * phase)
+
+
+def sample_mixup(batch_size: int, alpha: float, device: torch.device | str = "cpu") -> tuple[float, torch.Tensor]:
+    """Mixup weight λ ~ Beta(α, α) folded to max(λ, 1 − λ) ≥ 0.5, and the partner permutation (B,).
+
+    α = 0 turns mixup off (λ = 1, identity permutation). Uses torch's global RNG (seeded by the loop).
+    """
+    if alpha <= 0:
+        return 1.0, torch.arange(batch_size, device=device)
+    concentration = torch.tensor(float(alpha))
+    lam = float(torch.distributions.Beta(concentration, concentration).sample())
+    return max(lam, 1.0 - lam), torch.randperm(batch_size).to(device)
+
+
+def mix(values: torch.Tensor, lam: float, permutation: torch.Tensor) -> torch.Tensor:
+    """λ·values + (1 − λ)·values[permutation], along the first (batch) axis."""
+    return lam * values + (1.0 - lam) * values[permutation]
+
+
+def update_targets(targets: torch.Tensor, indices: torch.Tensor, teacher_probs: torch.Tensor, beta: float) -> None:
+    """targets[indices] ← β·targets[indices] + (1 − β)·teacher_probs (renormalised), in place.
+
+    targets: (N, K) buffer; indices: (B,); teacher_probs: (B, K) softmax of the other network's EMA.
+    """
+    normalised = teacher_probs / teacher_probs.sum(dim=1, keepdim=True)
+    targets[indices] = beta * targets[indices] + (1.0 - beta) * normalised
+
+
+def elr_plus_loss(logits: torch.Tensor, soft_labels: torch.Tensor, targets: torch.Tensor, *,
+                  lam: float, weight: float) -> torch.Tensor:
+    """soft-CE(soft_labels, p) + weight·λ·mean(log(1 − ⟨targets, p⟩)).
+
+    logits: (B, K); soft_labels: (B, K) mixed one-hot labels; targets: (B, K) mixed target rows;
+    p = softmax(logits) clamped to [1e-4, 1 − 1e-4] inside the regulariser, as in ELR.
+    """
+    probs = F.softmax(logits, dim=1).clamp(PROB_CLAMP, 1.0 - PROB_CLAMP)
+    soft_cross_entropy = -(soft_labels * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    regulariser = torch.log(1.0 - (targets * probs).sum(dim=1)).mean()
+    return soft_cross_entropy + weight * lam * regulariser
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, network: torch.nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·network for parameters; buffers (BatchNorm statistics) copied."""
+    for ema_param, param in zip(ema.parameters(), network.parameters()):
+        ema_param.mul_(decay).add_(param.detach(), alpha=1.0 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), network.buffers()):
+        ema_buffer.copy_(buffer)
+
+
+def _check_range(name: str, value: float | None, low: float, high: float, *, high_open: bool = False) -> None:
+    if value is None:
+        return
+    if not (low <= value < high if high_open else low <= value <= high):
+        bracket = ")" if high_open else "]"
+        raise LabelAuditError(f"elr+ option {name} must be in [{low:g}, {high:g}{bracket}, got {value:g}")
+
+
+@register
+class ELRPlus(TrainingMethod):
+    """Options left None are automatic: CIFAR-10 settings, or CIFAR-100 ones from 50 classes up.
+
+    beta: target momentum β; lam: regularisation weight λ; mixup_alpha: α of Beta(α, α);
+    ema_decay: the EMA decay a before its ramp; ema_ramp, coef_ramp: ramp lengths as shares of
+    all training steps (of the EMA decay and of the regulariser weight w).
+    """
+
+    name = "elr+"
+    N_NETWORKS = 2
+
+    def __init__(self, beta: float | None = None, lam: float | None = None, mixup_alpha: float = MIXUP_ALPHA,
+                 ema_decay: float = EMA_DECAY, ema_ramp: float = EMA_RAMP, coef_ramp: float | None = None) -> None:
+        super().__init__()
+        _check_range("beta", beta, 0.0, 1.0, high_open=True)
+        _check_range("lam", lam, 0.0, math.inf)
+        _check_range("mixup_alpha", mixup_alpha, 0.0, math.inf)
+        _check_range("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+        _check_range("ema_ramp", ema_ramp, 0.0, 1.0)
+        _check_range("coef_ramp", coef_ramp, 0.0, 1.0)
+        self.user_beta, self.user_lam, self.user_coef_ramp = beta, lam, coef_ramp
+        # Until prepare() sees the class count: the given values, else the CIFAR-10 ones.
+        self.beta = SYMMETRIC_SETTING[0] if beta is None else beta
+        self.lam = SYMMETRIC_SETTING[1] if lam is None else lam
+        self.coef_ramp = COEF_RAMP if coef_ramp is None else coef_ramp
+        self.mixup_alpha, self.ema_decay, self.ema_ramp = mixup_alpha, ema_decay, ema_ramp
+        self.choice = "default"
+        self.targets: list[torch.Tensor] = []
+
+    def build_networks(self, create_network: Callable[[], torch.nn.Module], n_classes: int) -> None:
+        networks = [create_network() for _ in range(self.N_NETWORKS)]
+        emas = [copy.deepcopy(network).requires_grad_(False) for network in networks]
+        # Order: raw networks first (networks()[0] is a backbone, as save_model expects), then their EMAs.
+        self.nets = torch.nn.ModuleList(networks + emas)
+
+    def prepare(self, ctx: "TrainContext") -> None:
+        super().prepare(ctx)
+        self.targets = [torch.zeros(ctx.n_samples, ctx.n_classes, device=ctx.device) for _ in range(self.N_NETWORKS)]
+        many = ctx.n_classes >= MANY_CLASSES
+        beta, lam = MANY_CLASSES_SETTING if many else SYMMETRIC_SETTING
+        self.beta = beta if self.user_beta is None else self.user_beta
+        self.lam = lam if self.user_lam is None else self.user_lam
+        coef_ramp = MANY_CLASSES_COEF_RAMP if many else COEF_RAMP
+        self.coef_ramp = coef_ramp if self.user_coef_ramp is None else self.user_coef_ramp
+        given = [name for name, value in (("β", self.user_beta), ("λ", self.user_lam),
+                                          ("coefficient ramp", self.user_coef_ramp)) if value is not None]
+        official = "CIFAR-100 (50+ classes)" if many else "CIFAR-10"
+        self.choice = f"official {official} setting" + (f"; given: {', '.join(given)}" if given else "")
+
+    def network(self, k: int) -> torch.nn.Module:
+        return self.nets[k]
+
+    def ema(self, k: int) -> torch.nn.Module:
+        return self.nets[self.N_NETWORKS + k]
+
+    def loss(self, batch: Batch, progress: float) -> torch.Tensor:
+        weight = sigmoid_ramp(progress, self.coef_ramp)
+        n_classes = self.targets[0].shape[1]
+        one_hot = F.one_hot(batch.labels, n_classes).float()
+        total = torch.zeros((), device=batch.images.device)
+        for k in range(self.N_NETWORKS):
+            peer_ema = self.ema(1 - k)
+            with torch.no_grad():
+                teacher = F.softmax(peer_ema(batch.images).float(), dim=1)
+                update_targets(self.targets[k], batch.indices, teacher, self.beta)
+            lam_mix, permutation = sample_mixup(len(batch.labels), self.mixup_alpha, batch.images.device)
+            logits = self.network(k)(mix(batch.images, lam_mix, permutation)).float()
+            total = total + elr_plus_loss(
+                logits, mix(one_hot, lam_mix, permutation), mix(self.targets[k][batch.indices], lam_mix, permutation),
+                lam=self.lam, weight=weight,
+            )
+        return total
+
+    def after_step(self, progress: float) -> None:
+        decay = self.ema_decay * sigmoid_ramp(progress, self.ema_ramp)
+        for k in range(self.N_NETWORKS):
+            ema_update(self.ema(k), self.network(k), decay)
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Log of the averaged softmax of the two raw networks (so softmax of it is that average)."""
+        return torch.log(self.predict_proba(images).clamp_min(1e-12))
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        probs = [F.softmax(self.network(k)(images).float(), dim=1) for k in range(self.N_NETWORKS)]
+        return torch.stack(probs).mean(dim=0)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "elr_beta": self.beta, "elr_lambda": self.lam, "elr_setting": self.choice,
+            "mixup_alpha": self.mixup_alpha, "ema_decay": self.ema_decay, "ema_ramp": self.ema_ramp,
+            "coef_ramp": self.coef_ramp,
+        }
