@@ -1,0 +1,525 @@
+"""``labelaudit matrix`` as a library call: estimate T every available way, re-score the scan with the best.
+
+Estimators (long format in ``transition.parquet``, T[i, j] = P(noisy j | true i)):
+
+* ``glc`` (with trusted rows): Gold Loss Correction steps 1–2, see :mod:`labelaudit.gold`. ``count`` =
+  trusted rows of true class i whose given label is j; ``no_trusted_examples`` marks identity rows of
+  classes with no trusted row.
+* ``confident_joint``: on the scan's probabilities; ``count`` = the calibrated confident joint.
+* ``anchor``: Patrini's anchor points need probabilities of the *noisy* label from held-out rows. With
+  trusted rows they come from the GLC cross-entropy model on the trusted rows (which it never saw).
+  Without, the scan's probabilities are all there is: from a ``--method ce`` scan (best with
+  ``--folds``) they are the right kind; from ELR (the default) they estimate the clean class, so the
+  anchor estimate is pulled towards the identity and is only a weak lower bound on the noise.
+  ``count`` is null (no counts behind it).
+
+Every cell gets a percentile-bootstrap interval over rows (``ci_low``, ``ci_high``; widened to contain
+the estimate). ``samples.parquet`` is then re-scored with the best T (glc > confident_joint; a class
+with no trusted example is scored with its confident-joint row): the posterior error probability of
+DESIGN.md §4, Platt-calibrated on the trusted rows when there are enough (see :func:`fit_calibration`);
+trusted rows get ``trusted_label`` and their known answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .audit import DatasetSpec, load_dataset
+from .core.calibration import apply_platt, fit_platt
+from .core.scoring import error_probability, suspicion_rank
+from .core.transition import (
+    anchor_transition,
+    bootstrap_transition_ci,
+    confident_joint,
+    confusion_counts,
+    glc_transition,
+    smooth_transition,
+    transition_from_confident_joint,
+)
+from .data.dataset import LabelledImages
+from .errors import LabelAuditError
+from .gold import SHOWN, GlcEstimate, TrustedSet, glc_corruption, read_trusted
+from .report.files import write_json
+from .report.heatmap import plot_transition
+from .report.parquet import read_metadata, write_parquet
+from .report.rundir import RunRecord, load_predictions, read_run_record, sha256_of_file
+from .report.schema import (
+    CLASSES_FILE, CLASSES_SCHEMA, SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, TRANSITION_FILE,
+    TRANSITION_SCHEMA,
+)
+from .report.tables import RowScores, TransitionEstimate, classes_frame, score_rows, transition_frame
+from .train.loop import ProgressReporter, SilentProgress, TrainConfig
+
+HEATMAP_FILE = "transition.png"
+TRUSTED_LABEL = "trusted_label"
+SAMPLES_WITH_TRUSTED_SCHEMA = SAMPLES_SCHEMA.append(pa.field(TRUSTED_LABEL, pa.string()))
+BOOTSTRAP_RESAMPLES = 200
+CONFIDENCE = 0.95
+#: trusted rows needed (and at least this many of each outcome) before error probabilities are calibrated
+MIN_CALIBRATION_ROWS = 20
+MIN_CALIBRATION_OUTCOMES = 3
+#: folds of the cross-fitting that keeps calibration rows out of the Ĉ they are scored with
+CALIBRATION_FOLDS = 2
+ESTIMATOR_ORDER = ("glc", "confident_joint", "anchor")
+
+
+@dataclass
+class MatrixSettings:
+    """out: the scan's run directory; trusted_csv: expert labels (path,label) of some of its rows;
+    train: settings of the GLC cross-entropy model (None: the scan's); bootstrap: resamples per
+    interval (0: no intervals)."""
+
+    out: Path = Path("labelaudit-out")
+    trusted_csv: Path | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    delimiter: str = ","
+    train: TrainConfig | None = None
+    bootstrap: int = BOOTSTRAP_RESAMPLES
+    workers: int | None = None
+
+
+@dataclass
+class Calibration:
+    """How error probabilities were calibrated: ``method`` "platt" or "none", with its parameters."""
+
+    method: str
+    reason: str
+    a: float = 1.0
+    b: float = 0.0
+    n_rows: int = 0
+
+    def apply(self, error_prob: np.ndarray) -> np.ndarray:
+        if self.method != "platt":
+            return error_prob
+        return apply_platt(np.clip(error_prob, 0.0, 1.0), self.a, self.b)
+
+    def to_dict(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"method": self.method, "reason": self.reason}
+        if self.method == "platt":
+            payload.update(a=self.a, b=self.b, n_rows=self.n_rows)
+        return payload
+
+
+@dataclass
+class MatrixResult:
+    """What ``run_matrix`` computed and wrote. ``estimates`` by estimator name; ``best`` the one used for
+    scoring; ``transition`` (K, K) the T rows were scored with (``best``'s, with confident-joint rows for
+    classes that had no trusted example); ``warnings`` one line each, for the user."""
+
+    out: Path
+    classes: list[str]
+    estimates: dict[str, TransitionEstimate]
+    best: str
+    transition: np.ndarray
+    summary: dict[str, Any]
+    samples: pd.DataFrame
+    classes_table: pd.DataFrame
+    transition_path: Path
+    heatmap_path: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_matrix(settings: MatrixSettings, *, progress: ProgressReporter | None = None,
+               decode_progress: Callable[[int, int], None] | None = None) -> MatrixResult:
+    """Estimate T, write transition.parquet/.png, re-score samples.parquet, classes.parquet, summary.json."""
+    progress = progress or SilentProgress()
+    started = time.perf_counter()
+    out = Path(settings.out)
+    if settings.bootstrap < 0:
+        raise LabelAuditError("--bootstrap must be 0 or more")
+    record = read_run_record(out)
+    predictions = load_predictions(out)
+    samples = pd.read_parquet(out / SAMPLES_FILE)
+    metadata = read_metadata(out / SAMPLES_FILE)
+    classes = list(record.classes)
+    labels, pred_probs, row_index = _check_predictions(predictions, classes, len(samples), out)
+    config = settings.train or scan_train_config(record)
+    warnings: list[str] = []
+
+    trusted: TrustedSet | None = None
+    glc: GlcEstimate | None = None
+    if settings.trusted_csv is not None:
+        data = _reload_scan_data(record, config, out, settings.workers, decode_progress)
+        _check_same_rows(data, labels, row_index, classes, out)
+        trusted = read_trusted(Path(settings.trusted_csv), data, path_column=settings.path_column,
+                               label_column=settings.label_column, delimiter=settings.delimiter)
+        glc = glc_corruption(data, trusted, config, out, progress=progress)
+        warnings += _trusted_warnings(trusted, glc, classes, Path(settings.trusted_csv))
+        del data  # the decoded images are no longer needed
+
+    estimates = estimate_transitions(labels, pred_probs, trusted, glc, n_classes=len(classes),
+                                     n_resamples=settings.bootstrap, seed=config.seed)
+    best = "glc" if "glc" in estimates else "confident_joint"
+    fallback = estimates["confident_joint"].matrix
+    transition = scoring_transition(estimates[best], fallback)
+
+    calibration = fit_calibration(labels, pred_probs, trusted, glc, n_classes=len(classes), seed=config.seed,
+                                  fallback=fallback)
+    scores = rescore(labels, pred_probs, transition, calibration, trusted)
+
+    new_samples = updated_samples(samples, row_index, classes, scores, trusted, metadata)
+    classes_table = classes_frame(classes, labels, scores, transition)
+    metadata = {**metadata, "matrix": {
+        "transition_estimator": best, "calibration": calibration.to_dict(),
+        "trusted_csv": str(settings.trusted_csv) if settings.trusted_csv else None,
+        "trusted_sha256": trusted.csv_sha256 if trusted else None,
+    }}
+    write_parquet(new_samples, out / SAMPLES_FILE, schema=SAMPLES_WITH_TRUSTED_SCHEMA, metadata=metadata)
+    write_parquet(classes_table, out / CLASSES_FILE, schema=CLASSES_SCHEMA, metadata=metadata)
+    ordered = [estimates[name] for name in ESTIMATOR_ORDER if name in estimates]
+    transition_path = write_transition(out, classes, ordered, metadata)
+    missing = estimates[best].no_trusted_examples
+    heatmap_path = plot_transition(estimates[best].matrix, classes, out / HEATMAP_FILE, missing_rows=missing,
+                                   title=f"Noise transition matrix ({best})")
+
+    summary = _updated_summary(out, scores, labels, best, list(estimates), calibration, trusted, glc, classes,
+                               settings, pred_source=_anchor_source(record, trusted),
+                               seconds=time.perf_counter() - started, heatmap_path=heatmap_path)
+    write_json(out / SUMMARY_FILE, summary)
+    return MatrixResult(out=out, classes=classes, estimates=estimates, best=best, transition=transition,
+                        summary=summary,
+                        samples=new_samples, classes_table=classes_table, transition_path=transition_path,
+                        heatmap_path=heatmap_path, warnings=warnings)
+
+
+def scan_train_config(record: RunRecord, **overrides: Any) -> TrainConfig:
+    """The scan's training settings (from run.json), with ``overrides`` that are not None."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise LabelAuditError(f"unknown training setting {unknown[0]!r}")
+    values = {k: v for k, v in record.train.items() if k in known}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_predictions(predictions: dict[str, np.ndarray], classes: list[str], n_rows: int,
+                       out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        labels = predictions["labels"].astype(np.int64)
+        pred_probs = predictions["pred_probs"].astype(np.float64)
+        row_index = predictions["row_index"].astype(np.int64)
+    except KeyError as exc:
+        raise LabelAuditError(f"predictions in {out} lack {exc}; run `labelaudit scan` again") from None
+    consistent = (pred_probs.ndim == 2 and pred_probs.shape == (len(labels), len(classes))
+                  and row_index.shape == labels.shape and (len(row_index) == 0 or row_index.max() < n_rows)
+                  and (len(labels) == 0 or labels.max() < len(classes)))
+    if not consistent or len(labels) < 2:
+        raise LabelAuditError(f"the predictions in {out} do not match its samples.parquet; run `labelaudit scan` again")
+    # float32 storage: renormalise so rows sum to 1 in float64
+    pred_probs = np.clip(pred_probs, 0.0, None)
+    pred_probs /= pred_probs.sum(axis=1, keepdims=True)
+    return labels, pred_probs, row_index
+
+
+def _reload_scan_data(record: RunRecord, config: TrainConfig, out: Path, workers: int | None,
+                      decode_progress: Callable[[int, int], None] | None) -> LabelledImages:
+    spec = DatasetSpec(images=Path(record.images_root), labels_csv=Path(record.labels_csv),
+                       path_column=record.path_column, label_column=record.label_column,
+                       delimiter=record.delimiter,
+                       classes_file=Path(record.classes_file) if record.classes_file else None, workers=workers)
+    for required in (spec.images, spec.labels_csv):
+        if not required.exists():
+            raise LabelAuditError(f"the scan in {out} used {required}, which no longer exists")
+    if sha256_of_file(spec.labels_csv) != record.labels_sha256:
+        raise LabelAuditError(f"{spec.labels_csv} changed since the scan in {out}; run `labelaudit scan` again")
+    return load_dataset(spec, config.image_size, decode_progress)
+
+
+def _check_same_rows(data: LabelledImages, labels: np.ndarray, row_index: np.ndarray, classes: list[str],
+                     out: Path) -> None:
+    same = (data.classes == classes and np.array_equal(data.row_index, row_index)
+            and np.array_equal(data.labels, labels))
+    if not same:
+        raise LabelAuditError(f"the images of the scan in {out} changed since it ran (other rows are usable "
+                              "now); run `labelaudit scan` again")
+
+
+def _trusted_warnings(trusted: TrustedSet, glc: GlcEstimate, classes: list[str], csv: Path) -> list[str]:
+    warnings = []
+    if trusted.ignored_paths:
+        shown = ", ".join(trusted.ignored_paths[:SHOWN])
+        more = f" and {len(trusted.ignored_paths) - SHOWN} more" if len(trusted.ignored_paths) > SHOWN else ""
+        n = len(trusted.ignored_paths)
+        what = "row of {} is not an audited row of the scan and was" if n == 1 else \
+            "rows of {} are not audited rows of the scan and were"
+        warnings.append(f"{n} {what.format(csv)} ignored: {shown}{more}")
+    missing = [classes[i] for i in np.flatnonzero(glc.missing)]
+    if missing:
+        warnings.append(f"no trusted example of {', '.join(missing)}: their rows of the GLC matrix are the "
+                        "identity (not estimated; marked no_trusted_examples in transition.parquet)")
+    return warnings
+
+
+def _anchor_source(record: RunRecord, trusted: TrustedSet | None) -> str:
+    if trusted is not None:
+        return "GLC cross-entropy model on the trusted rows (held out from its training)"
+    if record.method == "ce":
+        return "the scan's cross-entropy probabilities" + (" (out of fold)" if record.folds > 1 else " (in-sample)")
+    return (f"the scan's {record.method} probabilities, which estimate the clean class: a weak estimate "
+            "that understates the noise")
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def estimate_transitions(labels: np.ndarray, pred_probs: np.ndarray, trusted: TrustedSet | None,
+                         glc: GlcEstimate | None, *, n_classes: int, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                         seed: int = 0) -> dict[str, TransitionEstimate]:
+    """Every estimator the inputs allow, with bootstrap intervals.
+
+    labels: (M,) given labels; pred_probs: (M, K) the scan's probabilities; trusted/glc: the trusted
+    rows and the GLC model's softmax on them (both or neither).
+    """
+    k = n_classes
+    estimates: dict[str, TransitionEstimate] = {}
+    if trusted is not None and glc is not None and glc.trusted_probs is not None:
+        trusted_labels = trusted.labels[trusted.mask]
+        given = labels[trusted.mask]
+
+        def glc_estimator(true_: np.ndarray, probs_: np.ndarray) -> np.ndarray:
+            return glc_transition(true_, probs_, n_classes=k)[0]
+
+        estimates["glc"] = _with_intervals(
+            "glc", glc.matrix, glc_estimator, (trusted_labels, glc.trusted_probs), n_resamples, seed,
+            counts=confusion_counts(trusted_labels, given, n_classes=k).astype(np.float64),
+            no_trusted_examples=glc.missing,
+        )
+        anchor_probs = glc.trusted_probs
+    else:
+        anchor_probs = pred_probs
+
+    def cj_estimator(labels_: np.ndarray, probs_: np.ndarray) -> np.ndarray:
+        # As the scan computes it: rows smoothed by a one-row flat prior, so no confusion is impossible.
+        joint = confident_joint(labels_, probs_, n_classes=k)
+        return smooth_transition(transition_from_confident_joint(labels_, probs_, n_classes=k), joint.sum(axis=1))
+
+    estimates["confident_joint"] = _with_intervals(
+        "confident_joint", cj_estimator(labels, pred_probs), cj_estimator, (labels, pred_probs), n_resamples, seed,
+        counts=confident_joint(labels, pred_probs, n_classes=k),
+    )
+    anchor_probs = np.asarray(anchor_probs, np.float64)
+    anchor_probs = anchor_probs / anchor_probs.sum(axis=1, keepdims=True)
+    estimates["anchor"] = _with_intervals(
+        "anchor", anchor_transition(anchor_probs), lambda probs_: anchor_transition(probs_), (anchor_probs,),
+        n_resamples, seed, counts=np.full((k, k), np.nan),
+    )
+    return estimates
+
+
+def _with_intervals(name: str, matrix: np.ndarray, estimator: Callable[..., np.ndarray],
+                    arrays: tuple[np.ndarray, ...], n_resamples: int, seed: int, *, counts: np.ndarray,
+                    no_trusted_examples: np.ndarray | None = None) -> TransitionEstimate:
+    if n_resamples > 0:
+        low, high = bootstrap_transition_ci(estimator, arrays, n_resamples=n_resamples, confidence=CONFIDENCE,
+                                            seed=seed)
+        # Percentile intervals of a biased estimator can miss the estimate itself; keep them ordered.
+        low, high = np.minimum(low, matrix), np.maximum(high, matrix)
+    else:
+        low = high = np.full(matrix.shape, np.nan)
+    return TransitionEstimate(name, matrix, low, high, counts, no_trusted_examples=no_trusted_examples)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def scoring_transition(estimate: TransitionEstimate, fallback: np.ndarray) -> np.ndarray:
+    """The T used to score rows: ``estimate``'s, except that placeholder identity rows (classes with no
+    trusted example) are taken from ``fallback`` (the confident joint): an identity row would declare
+    that class never mislabelled."""
+    matrix = estimate.matrix.copy()
+    if estimate.no_trusted_examples is not None:
+        missing = np.asarray(estimate.no_trusted_examples, bool)
+        matrix[missing] = fallback[missing]
+    return matrix
+
+
+def fit_calibration(labels: np.ndarray, pred_probs: np.ndarray, trusted: TrustedSet | None,
+                    glc: GlcEstimate | None, *, n_classes: int, seed: int = 0,
+                    fallback: np.ndarray | None = None) -> Calibration:
+    """Platt scaling of the error probability, fitted on the trusted rows, or none.
+
+    The outcome is "trusted label ≠ given label". Each trusted row is scored with a Ĉ estimated
+    from the *other* fold of trusted rows (cross-fitting), so no row calibrates a score its own
+    label helped to make (rows of classes with no trusted row in the other fold come from ``fallback``,
+    as in scoring). Needs ``MIN_CALIBRATION_ROWS`` trusted rows with at least
+    ``MIN_CALIBRATION_OUTCOMES`` wrong and right given labels each.
+    """
+    if trusted is None or glc is None or glc.trusted_probs is None:
+        return Calibration("none", "no trusted rows")
+    trusted_labels = trusted.labels[trusted.mask]
+    given = labels[trusted.mask]
+    outcomes = trusted_labels != given
+    n_wrong = int(outcomes.sum())
+    if len(outcomes) < MIN_CALIBRATION_ROWS or min(n_wrong, len(outcomes) - n_wrong) < MIN_CALIBRATION_OUTCOMES:
+        return Calibration("none", f"too few trusted rows to calibrate ({len(outcomes)} rows, {n_wrong} with a "
+                                   f"wrong given label; need {MIN_CALIBRATION_ROWS} and "
+                                   f"{MIN_CALIBRATION_OUTCOMES} of each kind)")
+    scores = crossfit_error_probability(given, pred_probs[trusted.mask], trusted_labels, glc.trusted_probs,
+                                        n_classes=n_classes, seed=seed, fallback=fallback)
+    a, b = fit_platt(scores, outcomes)
+    return Calibration("platt", f"Platt scaling on {len(outcomes)} trusted rows (trusted label ≠ given label), "
+                                f"scored with a {CALIBRATION_FOLDS}-fold cross-fitted GLC matrix",
+                       a=a, b=b, n_rows=len(outcomes))
+
+
+def crossfit_error_probability(given: np.ndarray, clean_probs: np.ndarray, trusted_labels: np.ndarray,
+                               noisy_probs: np.ndarray, *, n_classes: int, seed: int = 0,
+                               fallback: np.ndarray | None = None) -> np.ndarray:
+    """Error probability of each trusted row under a GLC matrix estimated without its fold.
+
+    given, trusted_labels: (n,) labels of the trusted rows; clean_probs: (n, K) the scan's
+    probabilities; noisy_probs: (n, K) the GLC model's softmax on them; fallback: (K, K) rows for
+    classes absent from the other fold (default: identity). Returns (n,).
+    """
+    n = len(given)
+    folds = np.random.default_rng(seed).permutation(n) % CALIBRATION_FOLDS
+    scores = np.empty(n)
+    for fold in range(CALIBRATION_FOLDS):
+        held_out = folds == fold
+        matrix, missing = glc_transition(trusted_labels[~held_out], noisy_probs[~held_out], n_classes=n_classes)
+        if fallback is not None:
+            matrix[missing] = fallback[missing]
+        scores[held_out] = error_probability(given[held_out], clean_probs[held_out], matrix)
+    return scores
+
+
+def rescore(labels: np.ndarray, pred_probs: np.ndarray, transition: np.ndarray, calibration: Calibration,
+            trusted: TrustedSet | None) -> RowScores:
+    """Scores of the M audited rows under ``transition``; trusted rows get their known answer:
+    error probability 1 (an issue, suggested = the trusted label) where the trusted label differs from
+    the given one, else 0."""
+    scores = score_rows(labels, pred_probs, transition)
+    errors = calibration.apply(scores.error_probability.astype(np.float64))
+    suggested = scores.suggested.copy()
+    is_issue = scores.is_issue.copy()
+    if trusted is not None:
+        mask = trusted.mask
+        confirmed_wrong = mask & (trusted.labels != labels)
+        errors[mask] = np.where(confirmed_wrong[mask], 1.0, 0.0)
+        suggested[mask] = trusted.labels[mask]
+        is_issue[mask] = confirmed_wrong[mask]
+    # Most probable errors first; among equals, lower self-confidence first.
+    rank = suspicion_rank(errors + (1.0 - scores.p_given.astype(np.float64)) * 1e-9)
+    return RowScores(p_given=scores.p_given, label_quality=scores.label_quality,
+                     error_probability=errors.astype(np.float32), suggested=suggested, is_issue=is_issue,
+                     rank=rank.astype(np.int32))
+
+
+# --------------------------------------------------------------------------- output
+
+
+def updated_samples(samples: pd.DataFrame, row_index: np.ndarray, classes: list[str], scores: RowScores,
+                    trusted: TrustedSet | None, metadata: dict[str, Any]) -> pd.DataFrame:
+    """``samples`` (the scan's table, one row per CSV row) with the audited rows re-scored and a
+    ``trusted_label`` column after the report columns (null where no trusted label)."""
+    frame = samples.copy()
+    if TRUSTED_LABEL in frame.columns and "matrix" not in metadata:
+        # The CSV itself had a trusted_label column: keep it under another name.
+        frame = frame.rename(columns={TRUSTED_LABEL: f"csv_{TRUSTED_LABEL}"})
+    names = np.asarray(classes, dtype=object)
+    for column, values in (("suggested_label", names[scores.suggested]),
+                           ("error_probability", scores.error_probability),
+                           ("is_issue", scores.is_issue), ("rank", scores.rank)):
+        updated = np.array(frame[column].astype(object).to_numpy(), dtype=object)  # a writable copy
+        updated[row_index] = list(values)
+        frame[column] = updated
+    trusted_column = np.full(len(frame), None, dtype=object)
+    if trusted is not None:
+        trusted_column[row_index[trusted.mask]] = list(names[trusted.labels[trusted.mask]])
+    frame[TRUSTED_LABEL] = trusted_column
+    extras = [c for c in frame.columns if c not in SAMPLES_WITH_TRUSTED_SCHEMA.names]
+    return frame[[*SAMPLES_WITH_TRUSTED_SCHEMA.names, *extras]]
+
+
+def write_transition(out: Path, classes: list[str], estimates: list[TransitionEstimate],
+                     metadata: dict[str, Any]) -> Path:
+    """Write ``transition.parquet``; rows of estimators this command does not compute (e.g. ``nal``
+    from ``labelaudit train``) are kept when they describe the same classes."""
+    frame = transition_frame(classes, estimates)
+    path = out / TRANSITION_FILE
+    if path.is_file() and read_metadata(path).get("classes") == classes:
+        previous = pd.read_parquet(path)
+        others = previous[~previous["estimator"].isin([e.estimator for e in estimates] + list(ESTIMATOR_ORDER))]
+        if len(others):
+            others = others.assign(no_trusted_examples=others.get("no_trusted_examples", False))
+            frame = pd.concat([frame, others[frame.columns]], ignore_index=True)
+    write_parquet(frame, path, schema=TRANSITION_SCHEMA, metadata=metadata)
+    return path
+
+
+def top_confusions(matrix: np.ndarray, classes: list[str], *, top: int = 5, minimum: float = 0.01,
+                   skip_rows: np.ndarray | None = None) -> list[tuple[str, str, float]]:
+    """The largest off-diagonal cells of T as (true class, labelled as, share), largest first;
+    cells below ``minimum`` and rows in ``skip_rows`` (K,) bool are left out."""
+    off = np.asarray(matrix, dtype=np.float64).copy()
+    np.fill_diagonal(off, -np.inf)
+    if skip_rows is not None:
+        off[np.asarray(skip_rows, bool)] = -np.inf
+    order = np.argsort(-off, axis=None, kind="stable")[:top]
+    pairs = []
+    for flat in order:
+        i, j = divmod(int(flat), len(classes))
+        if off[i, j] >= minimum:
+            pairs.append((classes[i], classes[j], float(off[i, j])))
+    return pairs
+
+
+def _updated_summary(out: Path, scores: RowScores, labels: np.ndarray, best: str, computed: list[str],
+                     calibration: Calibration, trusted: TrustedSet | None, glc: GlcEstimate | None,
+                     classes: list[str], settings: MatrixSettings, *, pred_source: str, seconds: float,
+                     heatmap_path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        summary = {}
+    errors = scores.error_probability.astype(np.float64)
+    estimated_error_rate = float(errors.mean()) if len(errors) else 0.0
+    summary.update({
+        "n_issues": int(scores.is_issue.sum()),
+        "estimated_error_rate": estimated_error_rate,
+        "estimated_errors": float(errors.sum()),
+        "label_health": 1.0 - estimated_error_rate,
+        "transition_estimator": best,
+        # classes whose row of the scoring T came from the confident joint (no trusted example)
+        "scoring_rows_from_confident_joint": ([classes[i] for i in np.flatnonzero(glc.missing)]
+                                              if best == "glc" and glc is not None else []),
+        "transition_estimators": computed,
+        "calibration": calibration.to_dict(),
+        "anchor_probabilities": pred_source,
+        "transition_png": str(heatmap_path),
+        "bootstrap_resamples": settings.bootstrap,
+    })
+    if trusted is not None and glc is not None:
+        mask = trusted.mask
+        wrong = int(np.sum(trusted.labels[mask] != labels[mask]))
+        summary["trusted"] = {
+            "csv": str(settings.trusted_csv),
+            "sha256": trusted.csv_sha256,
+            "rows": trusted.n_trusted,
+            "confirmed_errors": wrong,
+            "confirmed_correct": trusted.n_trusted - wrong,
+            "ignored": len(trusted.ignored_paths),
+            "ignored_paths": trusted.ignored_paths[:100],
+            "classes_without_trusted_examples": [classes[i] for i in np.flatnonzero(glc.missing)],
+            "glc_ce_model": str(glc.ce_model_dir),
+        }
+    else:
+        summary["trusted"] = None
+    timings = dict(summary.get("timings") or {})
+    timings["matrix_seconds"] = round(seconds, 3)
+    summary["timings"] = timings
+    return summary
