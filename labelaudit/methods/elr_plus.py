@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LabelAuditError
-from .base import Batch, TrainingMethod
+from .base import Batch, TrainingMethod, float64_softmax
 from .elr import MANY_CLASSES, MANY_CLASSES_SETTING, PROB_CLAMP, SYMMETRIC_SETTING
 from .registry import register
 
@@ -194,7 +194,7 @@ class ELRPlus(TrainingMethod):
         return torch.log(self.predict_proba(images).clamp_min(1e-12))
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        probs = [F.softmax(self.network(k)(images).float(), dim=1) for k in range(self.N_NETWORKS)]
+        probs = [float64_softmax(self.network(k)(images)) for k in range(self.N_NETWORKS)]
         return torch.stack(probs).mean(dim=0)
 
     def settings(self) -> dict[str, Any]:
