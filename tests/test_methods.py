@@ -162,8 +162,8 @@ def test_elr_plus_predicts_the_average_softmax_of_the_raw_networks():
     images = torch.randn(3, 3, 2, 2)
     with torch.no_grad():
         expected = (F.softmax(method.network(0)(images), 1) + F.softmax(method.network(1)(images), 1)) / 2
-        assert torch.allclose(method.predict_proba(images), expected, atol=1e-6)
-        assert torch.allclose(F.softmax(method.predict_logits(images), 1), expected, atol=1e-6)
+        assert torch.allclose(method.predict_proba(images), expected.double(), atol=1e-6)
+        assert torch.allclose(F.softmax(method.predict_logits(images), 1), expected.double(), atol=1e-6)
 
 
 def test_elr_plus_refuses_out_of_range_options():
