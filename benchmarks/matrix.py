@@ -13,8 +13,10 @@ probabilities the confident joint used (the scan's); and the expected calibratio
 samples.parquet's error_probability against the planted errors, on the rows without an expert label
 (on trusted rows it is exactly 0 or 1 by construction).
 
-    python benchmarks/matrix.py                      # the table in docs/benchmarks.md
-    python benchmarks/matrix.py --n 400 --epochs 3   # a quick smoke run
+    python benchmarks/matrix.py --save benchmarks/out/matrix.md   # the table in docs/benchmarks.md
+    python benchmarks/matrix.py --n 400 --epochs 3                 # a quick smoke run
+
+Needs cleanlab (the bench extra).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.audit import DatasetSpec, ScanSettings, run_scan
-from labelaudit.core.metrics import expected_calibration_error
+from labelaudit.core.metrics import average_precision, expected_calibration_error
 from labelaudit.core.transition import realised_transition
 from labelaudit.matrix import MatrixSettings, run_matrix
 from labelaudit.report.rundir import load_predictions
@@ -42,6 +44,7 @@ from labelaudit.train.loop import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = (("pairs", 0.4, "40% class-dependent (pairs)"), ("symmetric", 0.2, "20% symmetric"))
 ESTIMATORS = ("glc", "confident_joint", "anchor")
+BENCH_EPOCHS = 15
 
 
 def load_maker():
@@ -86,7 +89,7 @@ def run_setting(work: Path, maker, noise: str, rate: float, args: argparse.Names
     out = work / f"out-{noise}"
     maker.make_dataset(data_dir, n_images=args.n, size=32, noise=noise, noise_rate=rate, seed=args.seed)
     gold = write_gold(data_dir, args.trusted, args.seed)
-    config = TrainConfig(model=args.model, epochs=args.epochs, seed=args.seed, device=args.device)
+    config = TrainConfig(model=args.model, epochs=args.epochs or None, seed=args.seed, device=args.device)
 
     started = time.perf_counter()
     scan = run_scan(ScanSettings(dataset=DatasetSpec(data_dir / "images", data_dir / "labels.csv"), out=out,
@@ -122,9 +125,11 @@ def run_setting(work: Path, maker, noise: str, rate: float, args: argparse.Names
         "ece_untrusted": expected_calibration_error(error_probability[untrusted], is_error[untrusted]),
         "ece_all": expected_calibration_error(error_probability, is_error),
         "ece_scan": expected_calibration_error(scan_error_probability[row_index][untrusted], is_error[untrusted]),
+        "auprc": average_precision(is_error[untrusted], error_probability[untrusted]),
         "mean_error_probability": float(error_probability[untrusted].mean()),
         "planted_rate_untrusted": float(is_error[untrusted].mean()),
         "calibration": result.summary["calibration"]["method"],
+        "chosen": result.best,
         "realised_offdiag_mean": float(np.abs(realised - np.eye(len(classes))).mean()),
         "scan_accuracy": float(np.mean(pred_probs.argmax(axis=1) == true_labels)),
         "glc_model_accuracy": glc_accuracy,
@@ -159,11 +164,13 @@ def report(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
         "same ones confident_joint uses), transposed to T[i, j] = P(given j | true i). "
         "ECE = expected calibration error (10 bins) of `error_probability` against the planted errors, "
         "on the rows without an expert label; \"scan ECE\" is the same for the scan's scores before "
-        "`matrix` re-scored them.",
+        "`matrix` re-scored them; AUPRC of `error_probability` on those rows (planted base rate = the "
+        "planted rate); \"T used\" = the estimate the rows were scored with.",
         "",
         "| noise | glc | confident_joint | anchor | cleanlab | glc / cleanlab | ECE (untrusted rows) "
-        "| ECE (all rows) | scan ECE | mean error prob. vs planted rate | calibration | scan s | matrix s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| ECE (all rows) | scan ECE | mean error prob. vs planted rate | AUPRC | T used | calibration "
+        "| scan s | matrix s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for row in rows:
         e = row["errors"]
@@ -172,7 +179,8 @@ def report(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
             f"| {e['cleanlab']:.4f} | {e['glc'] / e['cleanlab']:.2f} | {row['ece_untrusted']:.3f} "
             f"| {row['ece_all']:.3f} | {row['ece_scan']:.3f} "
             f"| {row['mean_error_probability']:.3f} vs {row['planted_rate_untrusted']:.3f} "
-            f"| {row['calibration']} | {row['scan_seconds']:.0f} | {row['matrix_seconds']:.0f} |")
+            f"| {row['auprc']:.3f} | {row['chosen']} | {row['calibration']} | {row['scan_seconds']:.0f} "
+            f"| {row['matrix_seconds']:.0f} |")
     lines += ["", "How well the backbone learnt the classes (accuracy against the true labels): "
               + "; ".join(f"{r['title']}: scan probabilities {r['scan_accuracy']:.1%} (in-sample), GLC's "
                           f"cross-entropy model {r['glc_model_accuracy']:.1%} on the held-out trusted rows"
@@ -194,7 +202,9 @@ def report(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="images per dataset")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=BENCH_EPOCHS,
+                        help=f"epochs of the scan and of GLC's model (default {BENCH_EPOCHS}, to keep the run near "
+                             "15 min on 2 CPU cores; 0 = labelaudit's automatic count)")
     parser.add_argument("--model", default=TrainConfig.model)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trusted", type=float, default=0.05, help="share of rows with an expert label")

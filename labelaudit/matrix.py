@@ -14,10 +14,11 @@ Estimators (long format in ``transition.parquet``, T[i, j] = P(noisy j | true i)
   ``count`` is null (no counts behind it).
 
 Every cell gets a percentile-bootstrap interval over rows (``ci_low``, ``ci_high``; widened to contain
-the estimate). ``samples.parquet`` is then re-scored with the best T (glc > confident_joint; a class
-with no trusted example is scored with its confident-joint row): the posterior error probability of
-DESIGN.md §4, Platt-calibrated on the trusted rows when there are enough (see :func:`fit_calibration`);
-trusted rows get ``trusted_label`` and their known answer.
+the estimate). ``samples.parquet`` is then re-scored with the best T: GLC, unless the confident joint
+predicts the trusted rows' given labels better (:func:`choose_transition`); a class with no trusted
+example is scored with its confident-joint row. error_probability is the posterior of DESIGN.md §4,
+Platt-calibrated on the trusted rows when there are enough (:func:`fit_calibration`); trusted rows get
+``trusted_label`` and their known answer.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ CONFIDENCE = 0.95
 #: trusted rows needed (and at least this many of each outcome) before error probabilities are calibrated
 MIN_CALIBRATION_ROWS = 20
 MIN_CALIBRATION_OUTCOMES = 3
-#: folds of the cross-fitting that keeps calibration rows out of the Ĉ they are scored with
-CALIBRATION_FOLDS = 2
+#: folds of the cross-fitting that keeps each trusted row out of the Ĉ it is scored with
+CROSSFIT_FOLDS = 5
 ESTIMATOR_ORDER = ("glc", "confident_joint", "anchor")
 
 
@@ -111,8 +112,9 @@ class Calibration:
 @dataclass
 class MatrixResult:
     """What ``run_matrix`` computed and wrote. ``estimates`` by estimator name; ``best`` the one used for
-    scoring; ``transition`` (K, K) the T rows were scored with (``best``'s, with confident-joint rows for
-    classes that had no trusted example); ``warnings`` one line each, for the user."""
+    scoring (``summary["transition_choice"]`` says why); ``transition`` (K, K) the T rows were scored
+    with (``best``'s, with confident-joint rows for classes that had no trusted example); ``warnings``
+    one line each, for the user."""
 
     out: Path
     classes: list[str]
@@ -157,12 +159,16 @@ def run_matrix(settings: MatrixSettings, *, progress: ProgressReporter | None = 
 
     estimates = estimate_transitions(labels, pred_probs, trusted, glc, n_classes=len(classes),
                                      n_resamples=settings.bootstrap, seed=config.seed)
-    best = "glc" if "glc" in estimates else "confident_joint"
-    fallback = estimates["confident_joint"].matrix
-    transition = scoring_transition(estimates[best], fallback)
+    choice = choose_transition(labels, trusted, glc, estimates, seed=config.seed)
+    best = choice.estimator
+    transition = scoring_transition(estimates[best], estimates["confident_joint"].matrix)
 
-    calibration = fit_calibration(labels, pred_probs, trusted, glc, n_classes=len(classes), seed=config.seed,
-                                  fallback=fallback)
+    if trusted is not None and glc is not None:
+        trusted_scores = trusted_error_probability(labels, pred_probs, trusted, glc, choice, transition,
+                                                   seed=config.seed)
+        calibration = fit_calibration(trusted_scores, trusted.labels[trusted.mask] != labels[trusted.mask])
+    else:
+        calibration = fit_calibration(None, None)
     scores = rescore(labels, pred_probs, transition, calibration, trusted)
 
     new_samples = updated_samples(samples, row_index, classes, scores, trusted, metadata)
@@ -180,7 +186,7 @@ def run_matrix(settings: MatrixSettings, *, progress: ProgressReporter | None = 
     heatmap_path = plot_transition(estimates[best].matrix, classes, out / HEATMAP_FILE, missing_rows=missing,
                                    title=f"Noise transition matrix ({best})")
 
-    summary = _updated_summary(out, scores, labels, best, list(estimates), calibration, trusted, glc, classes,
+    summary = _updated_summary(out, scores, labels, choice, list(estimates), calibration, trusted, glc, classes,
                                settings, pred_source=_anchor_source(record, trusted),
                                seconds=time.perf_counter() - started, heatmap_path=heatmap_path)
     write_json(out / SUMMARY_FILE, summary)
@@ -345,54 +351,109 @@ def scoring_transition(estimate: TransitionEstimate, fallback: np.ndarray) -> np
     return matrix
 
 
-def fit_calibration(labels: np.ndarray, pred_probs: np.ndarray, trusted: TrustedSet | None,
-                    glc: GlcEstimate | None, *, n_classes: int, seed: int = 0,
-                    fallback: np.ndarray | None = None) -> Calibration:
-    """Platt scaling of the error probability, fitted on the trusted rows, or none.
+@dataclass
+class Choice:
+    """Which estimate scores the rows, and why. ``log_likelihood``: mean log T[trusted label, given label]
+    over the trusted rows, per candidate (GLC's cross-fitted), or empty without trusted rows."""
 
-    The outcome is "trusted label ≠ given label". Each trusted row is scored with a Ĉ estimated
-    from the *other* fold of trusted rows (cross-fitting), so no row calibrates a score its own
-    label helped to make (rows of classes with no trusted row in the other fold come from ``fallback``,
-    as in scoring). Needs ``MIN_CALIBRATION_ROWS`` trusted rows with at least
-    ``MIN_CALIBRATION_OUTCOMES`` wrong and right given labels each.
+    estimator: str
+    reason: str
+    log_likelihood: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimator": self.estimator, "reason": self.reason,
+                "trusted_log_likelihood": {k: round(v, 4) for k, v in self.log_likelihood.items()}}
+
+
+def crossfit_glc(trusted_labels: np.ndarray, noisy_probs: np.ndarray, *, n_classes: int, fallback: np.ndarray,
+                 seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """GLC matrices that leave each trusted row out.
+
+    trusted_labels: (n,); noisy_probs: (n, K) the GLC model's softmax on those rows; fallback: (K, K)
+    rows for classes absent from the other folds. Returns (n,) the fold of each row and, per fold, the
+    (K, K) GLC estimate from the other folds.
     """
-    if trusted is None or glc is None or glc.trusted_probs is None:
-        return Calibration("none", "no trusted rows")
-    trusted_labels = trusted.labels[trusted.mask]
+    n = len(trusted_labels)
+    n_folds = max(2, min(CROSSFIT_FOLDS, n))
+    folds = np.random.default_rng(seed).permutation(n) % n_folds
+    matrices = []
+    for fold in range(n_folds):
+        rest = folds != fold
+        matrix, missing = glc_transition(trusted_labels[rest], noisy_probs[rest], n_classes=n_classes)
+        matrix[missing] = fallback[missing]
+        matrices.append(matrix)
+    return folds, matrices
+
+
+def choose_transition(labels: np.ndarray, trusted: TrustedSet | None, glc: GlcEstimate | None,
+                      estimates: dict[str, TransitionEstimate], *, seed: int = 0) -> Choice:
+    """GLC or the confident joint: whichever better predicts the trusted rows' given labels from their
+    true labels (mean log T[true, given]; GLC cross-fitted so no row scores a matrix it helped make).
+
+    GLC is preferred when available (DESIGN.md), but it is only as good as the backbone's cross-entropy
+    model: a backbone that cannot tell the classes apart makes Ĉ measure its own confusion, not the
+    annotators'. The trusted rows show which estimate to believe. Both matrices are smoothed by a one-row
+    flat prior before the log, as the confident joint already is, so no pair counts as impossible.
+    """
+    if trusted is None or glc is None or glc.trusted_probs is None or "glc" not in estimates:
+        return Choice("confident_joint", "no trusted rows")
+    n_classes = len(glc.missing)
+    true_labels = trusted.labels[trusted.mask]
     given = labels[trusted.mask]
-    outcomes = trusted_labels != given
+    cj = estimates["confident_joint"].matrix
+    folds, matrices = crossfit_glc(true_labels, glc.trusted_probs, n_classes=n_classes, fallback=cj, seed=seed)
+    glc_log = np.empty(len(given))
+    for fold, matrix in enumerate(matrices):
+        held_out = folds == fold
+        rows = np.bincount(true_labels[~held_out], minlength=n_classes)
+        smoothed = smooth_transition(matrix, rows)
+        smoothed[rows == 0] = matrix[rows == 0]  # fallback rows: the confident joint's, smoothed already
+        glc_log[held_out] = np.log(smoothed[true_labels[held_out], given[held_out]])
+    likelihood = {"glc": float(glc_log.mean()), "confident_joint": float(np.mean(np.log(cj[true_labels, given])))}
+    if likelihood["glc"] >= likelihood["confident_joint"]:
+        return Choice("glc", "GLC predicts the trusted rows' given labels at least as well as the confident joint",
+                      likelihood)
+    return Choice("confident_joint", "the confident joint predicts the trusted rows' given labels better than "
+                                     "GLC (whose cross-entropy model may not tell the classes apart well)",
+                  likelihood)
+
+
+def trusted_error_probability(labels: np.ndarray, pred_probs: np.ndarray, trusted: TrustedSet, glc: GlcEstimate,
+                              choice: Choice, transition: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """(n,) error probability of each trusted row as if its trusted label were unknown: under the confident
+    joint as is (it uses no trusted label), under GLC with a matrix estimated from the other folds."""
+    given = labels[trusted.mask]
+    clean_probs = pred_probs[trusted.mask]
+    if choice.estimator != "glc":
+        return error_probability(given, clean_probs, transition)
+    true_labels = trusted.labels[trusted.mask]
+    fallback = transition  # rows of classes without trusted examples already come from the confident joint
+    folds, matrices = crossfit_glc(true_labels, glc.trusted_probs, n_classes=len(glc.missing),
+                                   fallback=fallback, seed=seed)
+    scores = np.empty(len(given))
+    for fold, matrix in enumerate(matrices):
+        held_out = folds == fold
+        scores[held_out] = error_probability(given[held_out], clean_probs[held_out], matrix)
+    return scores
+
+
+def fit_calibration(scores: np.ndarray | None, outcomes: np.ndarray | None) -> Calibration:
+    """Platt scaling of the error probability on the trusted rows, or none.
+
+    scores: (n,) error probabilities of the trusted rows scored without their trusted label
+    (:func:`trusted_error_probability`); outcomes: (n,) trusted label ≠ given label. Needs
+    ``MIN_CALIBRATION_ROWS`` rows with at least ``MIN_CALIBRATION_OUTCOMES`` of each outcome.
+    """
+    if scores is None or outcomes is None:
+        return Calibration("none", "no trusted rows")
     n_wrong = int(outcomes.sum())
     if len(outcomes) < MIN_CALIBRATION_ROWS or min(n_wrong, len(outcomes) - n_wrong) < MIN_CALIBRATION_OUTCOMES:
         return Calibration("none", f"too few trusted rows to calibrate ({len(outcomes)} rows, {n_wrong} with a "
                                    f"wrong given label; need {MIN_CALIBRATION_ROWS} and "
                                    f"{MIN_CALIBRATION_OUTCOMES} of each kind)")
-    scores = crossfit_error_probability(given, pred_probs[trusted.mask], trusted_labels, glc.trusted_probs,
-                                        n_classes=n_classes, seed=seed, fallback=fallback)
-    a, b = fit_platt(scores, outcomes)
-    return Calibration("platt", f"Platt scaling on {len(outcomes)} trusted rows (trusted label ≠ given label), "
-                                f"scored with a {CALIBRATION_FOLDS}-fold cross-fitted GLC matrix",
-                       a=a, b=b, n_rows=len(outcomes))
-
-
-def crossfit_error_probability(given: np.ndarray, clean_probs: np.ndarray, trusted_labels: np.ndarray,
-                               noisy_probs: np.ndarray, *, n_classes: int, seed: int = 0,
-                               fallback: np.ndarray | None = None) -> np.ndarray:
-    """Error probability of each trusted row under a GLC matrix estimated without its fold.
-
-    given, trusted_labels: (n,) labels of the trusted rows; clean_probs: (n, K) the scan's
-    probabilities; noisy_probs: (n, K) the GLC model's softmax on them; fallback: (K, K) rows for
-    classes absent from the other fold (default: identity). Returns (n,).
-    """
-    n = len(given)
-    folds = np.random.default_rng(seed).permutation(n) % CALIBRATION_FOLDS
-    scores = np.empty(n)
-    for fold in range(CALIBRATION_FOLDS):
-        held_out = folds == fold
-        matrix, missing = glc_transition(trusted_labels[~held_out], noisy_probs[~held_out], n_classes=n_classes)
-        if fallback is not None:
-            matrix[missing] = fallback[missing]
-        scores[held_out] = error_probability(given[held_out], clean_probs[held_out], matrix)
-    return scores
+    a, b = fit_platt(np.clip(scores, 0.0, 1.0), outcomes)
+    return Calibration("platt", f"Platt scaling on {len(outcomes)} trusted rows (outcome: trusted label ≠ given "
+                                "label), each scored without its own trusted label", a=a, b=b, n_rows=len(outcomes))
 
 
 def rescore(labels: np.ndarray, pred_probs: np.ndarray, transition: np.ndarray, calibration: Calibration,
@@ -476,7 +537,7 @@ def top_confusions(matrix: np.ndarray, classes: list[str], *, top: int = 5, mini
     return pairs
 
 
-def _updated_summary(out: Path, scores: RowScores, labels: np.ndarray, best: str, computed: list[str],
+def _updated_summary(out: Path, scores: RowScores, labels: np.ndarray, choice: Choice, computed: list[str],
                      calibration: Calibration, trusted: TrustedSet | None, glc: GlcEstimate | None,
                      classes: list[str], settings: MatrixSettings, *, pred_source: str, seconds: float,
                      heatmap_path: Path) -> dict[str, Any]:
@@ -493,10 +554,11 @@ def _updated_summary(out: Path, scores: RowScores, labels: np.ndarray, best: str
         "estimated_error_rate": estimated_error_rate,
         "estimated_errors": float(errors.sum()),
         "label_health": 1.0 - estimated_error_rate,
-        "transition_estimator": best,
+        "transition_estimator": choice.estimator,
+        "transition_choice": choice.to_dict(),
         # classes whose row of the scoring T came from the confident joint (no trusted example)
         "scoring_rows_from_confident_joint": ([classes[i] for i in np.flatnonzero(glc.missing)]
-                                              if best == "glc" and glc is not None else []),
+                                              if choice.estimator == "glc" and glc is not None else []),
         "transition_estimators": computed,
         "calibration": calibration.to_dict(),
         "anchor_probabilities": pred_source,

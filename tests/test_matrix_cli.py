@@ -12,7 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from labelaudit.cli.app import app
-from labelaudit.matrix import top_confusions, write_transition
+from labelaudit.core.metrics import expected_calibration_error
+from labelaudit.core.scoring import error_probability
+from labelaudit.core.transition import glc_transition
+from labelaudit.gold import GlcEstimate, TrustedSet
+from labelaudit.matrix import (
+    Choice, choose_transition, fit_calibration, top_confusions, trusted_error_probability, write_transition,
+)
 from labelaudit.report.schema import SAMPLES_COLUMNS
 from labelaudit.report.tables import TransitionEstimate
 
@@ -85,8 +91,15 @@ def test_matrix_without_trusted_labels(run_copy):
 def test_matrix_with_trusted_labels(run_copy, gold_csv, tiny_dataset):
     result = runner.invoke(app, ["matrix", "--trusted", str(gold_csv), "-o", str(run_copy), "--bootstrap", "30"])
     assert result.exit_code == 0, result.output
-    assert "Noise transition matrix T (glc)" in result.output
     assert "1 row of" in result.stderr and "not_in_scan.png" in result.stderr
+    summary = json.loads((run_copy / "summary.json").read_text())
+    # GLC unless the confident joint predicts the trusted (true, given) pairs better; the tiny 2-epoch
+    # model may well lose, and the output then says so.
+    likelihood = summary["transition_choice"]["trusted_log_likelihood"]
+    chosen = "glc" if likelihood["glc"] >= likelihood["confident_joint"] else "confident_joint"
+    assert summary["transition_estimator"] == chosen
+    assert f"Noise transition matrix T ({chosen})" in result.output
+    assert ("Scored with confident_joint, not glc" in result.output) == (chosen != "glc")
 
     classes = json.loads((run_copy / "run.json").read_text())["classes"]
     transition = check_transition_file(run_copy, {"glc", "confident_joint", "anchor"}, len(classes))
@@ -121,8 +134,6 @@ def test_matrix_with_trusted_labels(run_copy, gold_csv, tiny_dataset):
     np.testing.assert_allclose(classes_table.set_index("label").loc[given_counts.index, "estimated_noise_rate"],
                                given_counts, rtol=1e-5)
 
-    summary = json.loads((run_copy / "summary.json").read_text())
-    assert summary["transition_estimator"] == "glc"
     assert summary["calibration"]["method"] in ("platt", "none") and summary["calibration"]["reason"]
     assert summary["trusted"]["rows"] == 40 and summary["trusted"]["ignored"] == 1
     assert summary["trusted"]["ignored_paths"] == ["not_in_scan.png"]
@@ -192,3 +203,82 @@ def test_top_confusions_in_words_order():
                                                              ("dog", "cat", 0.05)]
     skip = np.array([True, False, False])
     assert top_confusions(matrix, ["cat", "dog", "fox"], skip_rows=skip, top=1) == [("fox", "dog", 0.12)]
+
+
+# --------------------------------------------------------------------------- choosing T and calibrating
+
+
+def planted_pairs(n: int, k: int, rate: float, seed: int):
+    """True labels, noisy labels (class 2i ↔ 2i+1 with probability ``rate``) and the planted T."""
+    rng = np.random.default_rng(seed)
+    transition = np.eye(k) * (1 - rate)
+    for i in range(k):
+        transition[i, i ^ 1] = rate
+    true = rng.integers(0, k, n)
+    noisy = np.array([rng.choice(k, p=transition[t]) for t in true])
+    return true, noisy, transition
+
+
+def trusted_set(mask: np.ndarray, true: np.ndarray) -> TrustedSet:
+    return TrustedSet(mask=mask, labels=np.where(mask, true, -1), ignored_paths=[], csv_sha256="0" * 64)
+
+
+@pytest.mark.parametrize("glc_is_accurate", [True, False])
+def test_choose_transition_believes_whichever_estimate_explains_the_trusted_rows(glc_is_accurate):
+    k, n = 4, 2000
+    true, noisy, planted = planted_pairs(n, k, 0.3, seed=1)
+    mask = np.zeros(n, bool)
+    mask[:200] = True
+    rng = np.random.default_rng(2)
+    if glc_is_accurate:  # a model of the noisy label that knows the class: its softmax is near T[true]
+        noisy_probs = planted[true[mask]] * 0.9 + 0.1 / k
+    else:  # a model that cannot tell the classes apart: near-uniform softmax
+        noisy_probs = rng.dirichlet(np.full(k, 50.0), mask.sum())
+    glc_matrix, missing = glc_transition(true[mask], noisy_probs, n_classes=k)
+    glc = GlcEstimate(matrix=glc_matrix, missing=missing, ce_model_dir=None, trusted_probs=noisy_probs)
+    nan = np.full((k, k), np.nan)
+    confident = np.full((k, k), 0.1 / (k - 1)) + np.eye(k) * (0.9 - 0.1 / (k - 1))  # 10% symmetric: wrong shape
+    estimates = {"glc": TransitionEstimate("glc", glc_matrix, nan, nan, nan, missing),
+                 "confident_joint": TransitionEstimate("confident_joint", confident, nan, nan, nan)}
+    choice = choose_transition(noisy, trusted_set(mask, true), glc, estimates)
+    assert choice.estimator == ("glc" if glc_is_accurate else "confident_joint")
+    assert set(choice.log_likelihood) == {"glc", "confident_joint"}
+    assert choose_transition(noisy, None, None, estimates).estimator == "confident_joint"
+
+
+def test_trusted_error_probability_leaves_each_row_out_of_its_own_glc_matrix():
+    k, n = 4, 300
+    true, noisy, planted = planted_pairs(n, k, 0.3, seed=3)
+    mask = np.zeros(n, bool)
+    mask[:60] = True
+    rng = np.random.default_rng(4)
+    noisy_probs = rng.dirichlet(np.ones(k), mask.sum())
+    clean_probs = rng.dirichlet(np.ones(k), n)
+    trusted = trusted_set(mask, true)
+    glc = GlcEstimate(matrix=planted, missing=np.zeros(k, bool), ce_model_dir=None, trusted_probs=noisy_probs)
+    choice = Choice("glc", "test")
+    before = trusted_error_probability(noisy, clean_probs, trusted, glc, choice, planted)
+    changed = noisy_probs.copy()
+    changed[0] = np.eye(k)[(true[0] + 1) % k]  # what the model says about row 0 only
+    after = trusted_error_probability(noisy, clean_probs, trusted,
+                                      GlcEstimate(planted, np.zeros(k, bool), None, changed), choice, planted)
+    assert after[0] == before[0]  # row 0's score does not use row 0
+    assert not np.allclose(after[1:], before[1:])  # other folds do
+    # The confident joint uses no trusted label: trusted rows are scored with it as is.
+    direct = trusted_error_probability(noisy, clean_probs, trusted, glc, Choice("confident_joint", "test"), planted)
+    np.testing.assert_allclose(direct, error_probability(noisy[mask], clean_probs[mask], planted))
+
+
+def test_fit_calibration_needs_enough_rows_and_fixes_overconfident_scores():
+    assert fit_calibration(None, None).method == "none"
+    few = fit_calibration(np.full(10, 0.5), np.arange(10) % 2 == 0)
+    assert few.method == "none" and "too few trusted rows" in few.reason
+    rng = np.random.default_rng(0)
+    truth = rng.random(400) * 0.6 + 0.2  # real error probabilities
+    outcomes = rng.random(400) < truth
+    overconfident = 1 / (1 + np.exp(-3 * np.log(truth / (1 - truth))))  # logit stretched 3×
+    calibration = fit_calibration(overconfident, outcomes)
+    assert calibration.method == "platt" and 0.15 < calibration.a < 0.6
+    calibrated = calibration.apply(overconfident)
+    assert expected_calibration_error(calibrated, outcomes) < expected_calibration_error(overconfident, outcomes)
+    assert np.abs(calibrated - truth).mean() < 0.05

@@ -127,6 +127,8 @@ def print_matrix(result: MatrixResult) -> None:
     stdout.print(f"[bold]Estimated wrong labels[/] {summary['estimated_error_rate']:.1%} "
                  f"(about {summary['estimated_errors']:.0f}); [bold]{summary['n_issues']}[/] rows flagged; "
                  f"error probabilities from T = {result.best}, calibration: {calibration['method']}")
+    if "glc" in result.estimates and result.best != "glc":
+        stdout.print(f"[yellow]Scored with {result.best}, not glc[/]: {summary['transition_choice']['reason']}")
     others = [name for name in result.estimates if name != result.best]
     stdout.print(f"Also estimated: {', '.join(others)} (anchor from {summary['anchor_probabilities']})")
     # soft_wrap: paths stay on one line, to copy and paste
