@@ -44,7 +44,12 @@ from labelaudit.train.loop import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = (("pairs", 0.4, "40% class-dependent (pairs)"), ("symmetric", 0.2, "20% symmetric"))
 ESTIMATORS = ("glc", "confident_joint", "anchor")
-BENCH_EPOCHS = 15
+# The methods benchmark's training setup: a backbone that learns these shapes on 2 CPU cores in minutes.
+BENCH_MODEL = "test_resnet"
+BENCH_IMAGE_SIZE = 16
+BENCH_EPOCHS = 60
+BENCH_BATCH_SIZE = 64
+BENCH_LR = 0.1
 
 
 def load_maker():
@@ -89,7 +94,8 @@ def run_setting(work: Path, maker, noise: str, rate: float, args: argparse.Names
     out = work / f"out-{noise}"
     maker.make_dataset(data_dir, n_images=args.n, size=32, noise=noise, noise_rate=rate, seed=args.seed)
     gold = write_gold(data_dir, args.trusted, args.seed)
-    config = TrainConfig(model=args.model, epochs=args.epochs or None, seed=args.seed, device=args.device)
+    config = TrainConfig(model=args.model, image_size=args.image_size, epochs=args.epochs or None,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
 
     started = time.perf_counter()
     scan = run_scan(ScanSettings(dataset=DatasetSpec(data_dir / "images", data_dir / "labels.csv"), out=out,
@@ -154,7 +160,8 @@ def report(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
         "",
         f"command: `python benchmarks/matrix.py {' '.join(sys.argv[1:])}`  ",
         f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {__import__('torch').__version__}; "
-        f"{args.n} images of 32 px, 8 classes, model {args.model}, "
+        f"{args.n} images of 32 px, 8 classes, model {args.model} at {args.image_size} px, batch {args.batch_size}, "
+        f"lr {args.lr}, "
         f"{args.epochs or 'automatic (about 800 steps)'} epochs, seed {args.seed}; "
         f"{args.trusted:.0%} of rows with an expert label; {args.bootstrap} bootstrap resamples; "
         f"total {seconds / 60:.1f} min",
@@ -203,9 +210,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="images per dataset")
     parser.add_argument("--epochs", type=int, default=BENCH_EPOCHS,
-                        help=f"epochs of the scan and of GLC's model (default {BENCH_EPOCHS}, to keep the run near "
-                             "15 min on 2 CPU cores; 0 = labelaudit's automatic count)")
-    parser.add_argument("--model", default=TrainConfig.model)
+                        help=f"epochs of the scan and of GLC's model (default {BENCH_EPOCHS}; 0 = labelaudit's "
+                             "automatic count)")
+    parser.add_argument("--model", default=BENCH_MODEL)
+    parser.add_argument("--image-size", type=int, default=BENCH_IMAGE_SIZE,
+                        help="pixel size the 32-px images are trained at")
+    parser.add_argument("--batch-size", type=int, default=BENCH_BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=BENCH_LR)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--settings", default=",".join(s[0] for s in SETTINGS),
+                        help=f"any of {', '.join(s[0] for s in SETTINGS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trusted", type=float, default=0.05, help="share of rows with an expert label")
     parser.add_argument("--bootstrap", type=int, default=200)
@@ -213,6 +227,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep datasets and run directories here")
     parser.add_argument("--save", type=Path, default=None, help="also write the Markdown table to this file")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     maker = load_maker()
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="labelaudit-matrix-")) if args.keep is None else args.keep
@@ -220,6 +237,8 @@ def main() -> None:
     try:
         rows = []
         for noise, rate, title in SETTINGS:
+            if noise not in args.settings.split(","):
+                continue
             row = run_setting(work, maker, noise, rate, args)
             rows.append(row)
             print(f"{title}: done in {row['scan_seconds'] + row['matrix_seconds']:.0f} s", file=sys.stderr, flush=True)

@@ -17,21 +17,27 @@ from .core.folds import stratified_folds
 from .core.transition import (
     bootstrap_transition_ci, confident_joint, smooth_transition, transition_from_confident_joint,
 )
+from .data.cache import CACHE_DIR_NAME
 from .data.dataset import LabelledImages, load_labelled_images, read_classes_file
 from .errors import LabelAuditError
 from .methods.registry import create_method
 from .report.files import write_json
 from .report.parquet import write_parquet
+from .report.stream import write_frame_in_batches
 from .report.rundir import RunRecord, check_can_write, save_predictions, sha256_of_file, write_run_record
 from .report.schema import (
     CLASSES_FILE, CLASSES_SCHEMA, MODEL_DIR, SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, TRANSITION_FILE,
     TRANSITION_SCHEMA,
 )
 from .report.tables import TransitionEstimate, classes_frame, samples_frame, score_rows, transition_frame
+from .train import distributed
 from .train.checkpoint import save_model
 from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
+from .train.resume import Checkpointing, checkpoint_path, require_checkpoint
 
 BOOTSTRAP_RESAMPLES = 200
+#: samples.parquet with more rows is converted and written in batches (bounded extra memory)
+STREAMING_ROWS = 100_000
 
 
 @dataclass
@@ -46,6 +52,7 @@ class DatasetSpec:
     classes_file: Path | None = None
     max_pixels: int | None = None
     workers: int | None = None
+    cache: bool = True  # reuse (and update) the decode cache in the run directory
 
 
 @dataclass
@@ -57,6 +64,8 @@ class ScanSettings:
     method_options: dict[str, Any] = field(default_factory=dict)
     folds: int = 1
     force: bool = False
+    resume: bool = False  # continue the interrupted training saved in out/checkpoint-{scan,train}.pt
+    freeze_backbone: bool = False  # fast mode: cached backbone embeddings + a linear head (labelaudit.frozen)
 
 
 @dataclass
@@ -68,12 +77,16 @@ class ScanResult:
 
 
 def load_dataset(spec: DatasetSpec, image_size: int,
-                 decode_progress: Callable[[int, int], None] | None = None) -> LabelledImages:
+                 decode_progress: Callable[[int, int], None] | None = None, *,
+                 out: Path | None = None) -> LabelledImages:
+    """The labelled images of ``spec``, through the decode cache of run directory ``out`` (unless
+    ``spec.cache`` is False or ``out`` is None)."""
     classes = read_classes_file(spec.classes_file) if spec.classes_file else None
+    cache_dir = Path(out) / CACHE_DIR_NAME if out is not None and spec.cache else None
     return load_labelled_images(
         spec.images, spec.labels_csv, image_size=image_size, path_column=spec.path_column,
         label_column=spec.label_column, delimiter=spec.delimiter, classes=classes,
-        max_pixels=spec.max_pixels, workers=spec.workers, progress=decode_progress,
+        max_pixels=spec.max_pixels, workers=spec.workers, progress=decode_progress, cache_dir=cache_dir,
     )
 
 
@@ -85,9 +98,21 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     if settings.folds < 1:
         raise LabelAuditError("--folds must be at least 1")
     create_method(settings.method, **settings.method_options)  # fail on a bad method before decoding
+    if settings.freeze_backbone:
+        from .frozen import check_frozen_settings
+
+        check_frozen_settings(settings.method, resume=settings.resume)
+        if distributed.world_size() > 1:
+            raise LabelAuditError("--freeze-backbone runs in one process; start it without torchrun")
+    if settings.resume:
+        if settings.folds > 1:
+            raise LabelAuditError("--resume works for single-model scans only; a scan with --folds cannot be "
+                                  "resumed, run it again without --resume")
+        require_checkpoint(out, "scan")
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    data = load_dataset(spec, settings.train.image_size, decode_progress)
+    with distributed.main_process_first():  # under torchrun the others then read process 0's decode cache
+        data = load_dataset(spec, settings.train.image_size, decode_progress, out=out)
     timings["decode_seconds"] = time.perf_counter() - started
     record = RunRecord(
         images_root=str(Path(spec.images).resolve()), labels_csv=str(Path(spec.labels_csv).resolve()),
@@ -99,11 +124,17 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     check_can_write(out, record, force=settings.force)
 
     stage = time.perf_counter()
-    trained = train_and_score_inputs(data, settings, progress)
+    # What the checkpoint must match on --resume (fit adds the training settings and a hash of the data).
+    inputs = {**{k: v for k, v in record.to_dict().items() if k != "train"}, "command": "scan",
+              "method_options": {k: v for k, v in settings.method_options.items() if v is not None}}
+    checkpoint = Checkpointing(checkpoint_path(out, "scan"), resume=settings.resume, inputs=inputs)
+    trained = train_and_score_inputs(data, settings, progress, checkpoint=checkpoint)
+    if not distributed.is_main_process():  # under torchrun process 0 alone scores and writes the run directory
+        return ScanResult(out=out, summary={}, samples=pd.DataFrame(), classes=pd.DataFrame())
     model_dir = None
     if trained.method is not None:
         model_dir = save_model(out / MODEL_DIR, trained.method, settings.train, data.classes,
-                               metrics={"history": trained.history})
+                               metrics={"history": trained.history, **trained.extra})
     timings["train_seconds"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
@@ -116,6 +147,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
 
     config = {
         "method": settings.method, "method_settings": trained.method_settings, "folds": settings.folds,
+        "freeze_backbone": settings.freeze_backbone,
         "train": settings.train.to_dict(), "dataset": {k: str(v) for k, v in spec.__dict__.items()},
     }
     metadata = {
@@ -124,7 +156,8 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         "images_root": record.images_root, "labels_sha256": record.labels_sha256,
     }
     out.mkdir(parents=True, exist_ok=True)
-    write_parquet(samples, out / SAMPLES_FILE, schema=SAMPLES_SCHEMA, metadata=metadata)
+    write_samples = write_frame_in_batches if len(samples) > STREAMING_ROWS else write_parquet
+    write_samples(samples, out / SAMPLES_FILE, schema=SAMPLES_SCHEMA, metadata=metadata)
     write_parquet(classes, out / CLASSES_FILE, schema=CLASSES_SCHEMA, metadata=metadata)
     write_parquet(transition_frame(data.classes, [estimate]), out / TRANSITION_FILE,
                   schema=TRANSITION_SCHEMA, metadata=metadata)
@@ -132,6 +165,9 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
                      folds=trained.folds)
     summary = build_summary(data, scores.error_probability, scores.is_issue, timings, config, out,
                             model_dir=model_dir, history=trained.history)
+    summary.update(trained.extra)
+    if distributed.world_size() > 1:  # torchrun: the batch size is per process
+        summary["processes"] = distributed.world_size()
     write_json(out / SUMMARY_FILE, summary)
     write_run_record(out, record)
     return ScanResult(out=out, summary=summary, samples=samples, classes=classes)
@@ -142,7 +178,8 @@ class TrainedScores:
     """Class probabilities of the audited rows and how they were made.
 
     pred_probs: (M, K) float64; folds: (M,) int16 fold that scored each row; method: the single-run
-    model (None with folds); history: per-epoch metrics of the single run.
+    model (None with folds); history: per-epoch metrics of the single run; extra: what
+    the run adds to summary.json and the model's metrics.json (the fast mode's ``embeddings``, …).
     """
 
     pred_probs: np.ndarray
@@ -150,27 +187,38 @@ class TrainedScores:
     method_settings: dict[str, Any]
     history: list[dict[str, float]]
     method: Any = None
+    extra: dict[str, Any] = field(default_factory=lambda: {"mode": "full network"})
 
 
-def train_and_score_inputs(data: LabelledImages, settings: ScanSettings,
-                           progress: ProgressReporter) -> TrainedScores:
-    """Train once and score every row with the method's own view of it, or out of fold with ``folds``."""
+def train_and_score_inputs(data: LabelledImages, settings: ScanSettings, progress: ProgressReporter, *,
+                           checkpoint: Checkpointing | None = None) -> TrainedScores:
+    """Train once and score every row with the method's own view of it, or out of fold with ``folds``.
+
+    ``checkpoint`` (single run only): save on Ctrl-C / resume, see :func:`labelaudit.train.loop.fit`.
+    """
     n_classes = len(data.classes)
+    if settings.freeze_backbone:
+        from .frozen import frozen_backbone_scores
+
+        folds = _check_folds(data, settings.folds, settings.train.seed) if settings.folds > 1 else None
+        return frozen_backbone_scores(data, settings, progress, folds=folds)
     if settings.folds > 1:
         folds = _check_folds(data, settings.folds, settings.train.seed)
         pred_probs = np.zeros((len(data.labels), n_classes), np.float64)
         method_settings: dict[str, Any] = {}
-        for fold in range(settings.folds):
+        for fold in distributed.assigned_folds(settings.folds):  # under torchrun: fold k on process k mod N
             held_out = folds == fold
             method = create_method(settings.method, **settings.method_options)
-            fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
-                         progress=progress, description=f"fold {fold + 1}/{settings.folds}")
-            pred_probs[held_out] = predict_proba(fitted.method, data.images[held_out], settings.train)
+            with distributed.local_only():
+                fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
+                             progress=progress, description=f"fold {fold + 1}/{settings.folds}")
+                pred_probs[held_out] = predict_proba(fitted.method, data.images[held_out], settings.train)
             method_settings[f"fold_{fold}"] = fitted.method.settings()
+        pred_probs, method_settings = distributed.merge_fold_results(pred_probs, method_settings)
         return TrainedScores(pred_probs, folds, {**method_settings, "scored_with": "out of fold"}, [])
     method = create_method(settings.method, **settings.method_options)
     fitted = fit(method, data.images, data.labels, n_classes, settings.train, progress=progress,
-                 description=f"training {settings.method}")
+                 description=f"training {settings.method}", checkpoint=checkpoint)
     kept = fitted.method.training_probs()
     pred_probs = kept if kept is not None else predict_proba(fitted.method, data.images, settings.train)
     method_settings = {**fitted.method.settings(),
@@ -225,6 +273,7 @@ def build_summary(data: LabelledImages, error_probability: np.ndarray, is_issue:
         "label_health": 1.0 - estimated_error_rate,
         "transition_estimator": "confident_joint",
         "timings": {k: round(v, 3) for k, v in timings.items()},
+        "image_cache": data.decoding.to_dict() if data.decoding is not None else None,
         "final_train_loss": history[-1]["train_loss"] if history else None,
         "model_dir": str(model_dir) if model_dir else None,
         "settings": json.loads(json.dumps(config, default=str)),

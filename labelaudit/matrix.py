@@ -85,6 +85,7 @@ class MatrixSettings:
     train: TrainConfig | None = None
     bootstrap: int = BOOTSTRAP_RESAMPLES
     workers: int | None = None
+    cache: bool = True  # reuse (and update) the decode cache in out/cache
 
 
 @dataclass
@@ -149,7 +150,7 @@ def run_matrix(settings: MatrixSettings, *, progress: ProgressReporter | None = 
     trusted: TrustedSet | None = None
     glc: GlcEstimate | None = None
     if settings.trusted_csv is not None:
-        data = _reload_scan_data(record, config, out, settings.workers, decode_progress)
+        data = _reload_scan_data(record, config, out, settings.workers, decode_progress, cache=settings.cache)
         _check_same_rows(data, labels, row_index, classes, out)
         trusted = read_trusted(Path(settings.trusted_csv), data, path_column=settings.path_column,
                                label_column=settings.label_column, delimiter=settings.delimiter)
@@ -230,17 +231,18 @@ def _check_predictions(predictions: dict[str, np.ndarray], classes: list[str], n
 
 
 def _reload_scan_data(record: RunRecord, config: TrainConfig, out: Path, workers: int | None,
-                      decode_progress: Callable[[int, int], None] | None) -> LabelledImages:
+                      decode_progress: Callable[[int, int], None] | None, *, cache: bool = True) -> LabelledImages:
     spec = DatasetSpec(images=Path(record.images_root), labels_csv=Path(record.labels_csv),
                        path_column=record.path_column, label_column=record.label_column,
                        delimiter=record.delimiter,
-                       classes_file=Path(record.classes_file) if record.classes_file else None, workers=workers)
+                       classes_file=Path(record.classes_file) if record.classes_file else None, workers=workers,
+                       cache=cache)
     for required in (spec.images, spec.labels_csv):
         if not required.exists():
             raise LabelAuditError(f"the scan in {out} used {required}, which no longer exists")
     if sha256_of_file(spec.labels_csv) != record.labels_sha256:
         raise LabelAuditError(f"{spec.labels_csv} changed since the scan in {out}; run `labelaudit scan` again")
-    return load_dataset(spec, config.image_size, decode_progress)
+    return load_dataset(spec, config.image_size, decode_progress, out=out)
 
 
 def _check_same_rows(data: LabelledImages, labels: np.ndarray, row_index: np.ndarray, classes: list[str],

@@ -26,8 +26,10 @@ from .report.parquet import read_metadata, write_parquet
 from .report.rundir import RunRecord, check_can_write, read_run_record, sha256_of_file
 from .report.schema import AUDITED, MODEL_DIR, RUN_FILE, TRANSITION_FILE, TRANSITION_SCHEMA
 from .report.tables import TransitionEstimate, transition_frame
+from .train import distributed
 from .train.checkpoint import save_model
 from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba, with_overrides
+from .train.resume import Checkpointing, checkpoint_path, require_checkpoint
 
 #: probabilities are floored here before the log in the validation loss
 MIN_PROBABILITY = 1e-12
@@ -55,6 +57,8 @@ class TrainSettings:
     force: bool = False
     workers: int | None = None
     max_pixels: int | None = None
+    resume: bool = False  # continue the interrupted training saved in out/checkpoint-{scan,train}.pt
+    cache: bool = True  # reuse (and update) the decode cache in out/cache
 
 
 @dataclass
@@ -85,9 +89,13 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
     started = time.perf_counter()
     out = Path(settings.out)
     _check_method(settings)
+    if settings.resume:
+        require_checkpoint(out, "train")
     spec, config, scan = _resolve_inputs(settings, out)
-    spec = replace(spec, workers=settings.workers or spec.workers, max_pixels=settings.max_pixels or spec.max_pixels)
-    data = load_dataset(spec, config.image_size, decode_progress)
+    spec = replace(spec, workers=settings.workers or spec.workers, max_pixels=settings.max_pixels or spec.max_pixels,
+                   cache=settings.cache and spec.cache)
+    with distributed.main_process_first():  # under torchrun the others then read process 0's decode cache
+        data = load_dataset(spec, config.image_size, decode_progress, out=out)
     notes: list[str] = []
     if scan is None:
         check_can_write(out, _run_record(spec, data, settings.method, config), force=settings.force)
@@ -109,7 +117,8 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
     else:
         method = create_method(settings.method, **settings.method_options)
     fitted = fit(method, data.images, labels, n_classes, config, trusted=trusted_mask, progress=progress,
-                 description=f"training {settings.method}", on_epoch=on_epoch)
+                 description=f"training {settings.method}", on_epoch=on_epoch,
+                 checkpoint=_checkpointing(settings, spec, out))
 
     metrics: dict[str, Any] = {
         "method": settings.method,
@@ -124,6 +133,9 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
                                    data.classes)
         metrics.update(final, val_rows=validation.rows, val_used=int(len(validation.labels)),
                        val_skipped=sum(validation.skipped.values()), val_skipped_reasons=validation.skipped)
+    if not distributed.is_main_process():  # under torchrun process 0 alone writes the model
+        return TrainResult(out=out, model_dir=out / MODEL_DIR, method=fitted.method, config=config,
+                           classes=data.classes, metrics=metrics, summary={})
     model_dir = save_model(out / MODEL_DIR, fitted.method, config, data.classes, metrics=metrics)
     transition_path = None
     if settings.method == "nal":
@@ -133,6 +145,20 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
                        glc_info, notes, time.perf_counter() - started)
     return TrainResult(out=out, model_dir=model_dir, method=fitted.method, config=config, classes=data.classes,
                        metrics=metrics, summary=summary)
+
+
+def _checkpointing(settings: TrainSettings, spec: DatasetSpec, out: Path) -> Checkpointing:
+    """Ctrl-C saves to out/checkpoint-train.pt; a resume must come from the same dataset, method and files."""
+    def file_hash(path: Path | None) -> str | None:
+        return sha256_of_file(path) if path is not None else None
+
+    method_options = {k: v for k, v in settings.method_options.items() if v is not None}
+    inputs = {"command": "train", "method": settings.method, "method_options": method_options,
+              "images_root": str(Path(spec.images).resolve()), "labels_sha256": file_hash(spec.labels_csv),
+              "path_column": spec.path_column, "label_column": spec.label_column, "delimiter": spec.delimiter,
+              "classes_file": file_hash(spec.classes_file), "trusted_sha256": file_hash(settings.trusted),
+              "val_sha256": file_hash(settings.val)}
+    return Checkpointing(checkpoint_path(out, "train"), resume=settings.resume, inputs=inputs)
 
 
 def _check_method(settings: TrainSettings) -> None:
@@ -292,5 +318,6 @@ def _summary(method_name: str, method: TrainingMethod, config: TrainConfig, data
         "transition_file": str(transition_path) if transition_path else None,
         "run_directory": str(out),
         "notes": notes,
+        "image_cache": data.decoding.to_dict() if data.decoding is not None else None,
         "seconds": round(seconds, 3),
     }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from labelaudit.methods.elr import elr_loss, noise_concentration
+from labelaudit.methods.elr import concentration_threshold, elr_loss, noise_concentration
 
 
 def test_elr_loss_and_target_update_match_hand_computation():
@@ -58,3 +58,19 @@ def test_noise_concentration_tells_pairs_from_symmetric_noise():
     assert noise_concentration(symmetric) == pytest.approx(1 / (k - 1))
     assert noise_concentration(pairs) == pytest.approx(1.0)
     assert noise_concentration(np.eye(k)) == 0.0
+
+
+def test_threshold_separates_noise_blurred_by_an_early_model():
+    """An early model confuses each class with a look-alike, which concentrates even symmetric noise:
+    with 8 classes, 20% symmetric noise must still read as symmetric and 40% pairs noise as not."""
+    k = 8
+    rows = np.arange(k)
+    model_confusion = np.eye(k) * 0.94
+    model_confusion[rows, (rows + 3) % k] += 0.06  # each class looks like one other class
+    symmetric = np.full((k, k), 0.2 / (k - 1)) + np.eye(k) * (0.8 - 0.2 / (k - 1))
+    pairs = np.eye(k) * 0.6
+    pairs[rows, (rows + 1) % k] += 0.4
+    threshold = concentration_threshold(k)
+    blurred_symmetric = noise_concentration(model_confusion @ symmetric)
+    blurred_pairs = noise_concentration(model_confusion @ pairs)
+    assert 1 / (k - 1) < blurred_symmetric < threshold < blurred_pairs

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
@@ -20,6 +21,9 @@ Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable sum
                                     rich_help_panel=OUTPUT)]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite a run directory made from other inputs.",
                                      rich_help_panel=OUTPUT)]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue training interrupted with Ctrl-C (saved in "
+                                      "OUT/checkpoint-COMMAND.pt); same arguments as the interrupted command.",
+                                      rich_help_panel=OUTPUT)]
 
 Model = Annotated[str, typer.Option("--model", help=f"Any timm model name (default {DEFAULT_MODEL}).",
                                     rich_help_panel=TRAINING)]
@@ -43,6 +47,10 @@ Flip = Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal 
                                     rich_help_panel=TRAINING)]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model (GPU runs).",
                                        rich_help_panel=TRAINING)]
+FreezeBackbone = Annotated[bool, typer.Option(
+    "--freeze-backbone", help="Fast mode: embed the images once with the (pretrained) backbone, cached in "
+    "OUT/cache, and train only a linear head (elr or ce); a re-run reuses the embeddings.",
+    rich_help_panel=TRAINING)]
 ElrBeta = Annotated[Optional[float], typer.Option("--elr-beta", min=0.0, max=0.999,
                                                   help="ELR target momentum β (default: chosen automatically).",
                                                   rich_help_panel=TRAINING)]
@@ -59,6 +67,8 @@ MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", min=1, help="S
                                                   "(width × height) as image_too_large.", rich_help_panel=DATA)]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decoding threads (default: CPU count).",
                                                 rich_help_panel=DATA)]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Decode every image again instead of reusing the decode "
+                                       "cache in OUT/cache (which is then left as it is).", rich_help_panel=DATA)]
 
 
 def train_config(*, model: str, pretrained: bool, weights: Path | None, image_size: int, epochs: int | None,
@@ -73,3 +83,19 @@ def method_options(method: str, *, elr_beta: float | None = None, elr_lambda: fl
     if method in ("elr", "elr+"):
         return {"beta": elr_beta, "lam": elr_lambda}
     return {}
+
+
+@contextlib.contextmanager
+def interrupt_hint(command: str) -> Iterator[None]:
+    """Ctrl-C inside: one line on stderr saying what was saved and how to resume, then exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupted:
+        from ..train.resume import TrainingInterrupted
+
+        if isinstance(interrupted, TrainingInterrupted):
+            message = interrupted.hint(command)
+        else:
+            message = "Interrupted; nothing was saved to resume from"
+        typer.echo(message, err=True)
+        raise typer.Exit(130) from None

@@ -9,7 +9,7 @@ import typer
 
 from . import options as opt
 from .app import app
-from .console import RichProgress, print_json
+from .console import RichProgress, print_json, stderr
 from .views import print_scan_summary
 
 D = opt.DEFAULTS
@@ -34,6 +34,7 @@ def scan(
     folds: opt.Folds = 1,
     flip: opt.Flip = D.flip,
     compile: opt.Compile = False,
+    freeze_backbone: opt.FreezeBackbone = False,
     elr_beta: opt.ElrBeta = None,
     elr_lambda: opt.ElrLambda = None,
     path_column: opt.PathColumn = "path",
@@ -42,9 +43,11 @@ def scan(
     classes: opt.ClassesFile = None,
     max_pixels: opt.MaxPixels = None,
     workers: opt.Workers = None,
+    no_cache: opt.NoCache = False,
     top: Annotated[int, typer.Option("--top", min=0, help="Suspects shown in the summary.",
                                      rich_help_panel=opt.OUTPUT)] = 15,
     force: opt.Force = False,
+    resume: opt.Resume = False,
     quiet: opt.Quiet = False,
     json_output: opt.Json = False,
 ) -> None:
@@ -53,7 +56,8 @@ def scan(
 
     settings = ScanSettings(
         dataset=DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,
-                            delimiter=delimiter, classes_file=classes, max_pixels=max_pixels, workers=workers),
+                            delimiter=delimiter, classes_file=classes, max_pixels=max_pixels, workers=workers,
+                            cache=not no_cache),
         out=out,
         train=opt.train_config(model=model, pretrained=pretrained, weights=weights, image_size=image_size,
                                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, flip=flip,
@@ -62,9 +66,18 @@ def scan(
         method_options=opt.method_options(method, elr_beta=elr_beta, elr_lambda=elr_lambda),
         folds=folds,
         force=force,
+        resume=resume,
+        freeze_backbone=freeze_backbone,
     )
-    with RichProgress(enabled=not quiet and not json_output) as progress:
+    if freeze_backbone and not pretrained and weights is None:
+        stderr.print("[yellow]Warning: --freeze-backbone without --pretrained/--weights uses random features[/]")
+    from ..train.distributed import is_main_process  # under torchrun, process 0 alone prints
+
+    main = is_main_process()
+    with opt.interrupt_hint("scan"), RichProgress(enabled=main and not quiet and not json_output) as progress:
         result = run_scan(settings, progress=progress, decode_progress=progress.decode)
+    if not main:
+        return
     if json_output:
         print_json(result.summary)
     elif not quiet:

@@ -92,7 +92,9 @@ def train(
     classes: opt.ClassesFile = None,
     max_pixels: opt.MaxPixels = None,
     workers: opt.Workers = None,
+    no_cache: opt.NoCache = False,
     force: opt.Force = False,
+    resume: opt.Resume = False,
     quiet: opt.Quiet = False,
     json_output: opt.Json = False,
 ) -> None:
@@ -129,9 +131,16 @@ def train(
         force=force,
         workers=workers,
         max_pixels=max_pixels,
+        cache=not no_cache,
+        resume=resume,
     )
-    with RichProgress(enabled=not quiet and not json_output) as progress:
+    from ..train.distributed import is_main_process  # under torchrun, process 0 alone prints
+
+    main = is_main_process()
+    with opt.interrupt_hint("train"), RichProgress(enabled=main and not quiet and not json_output) as progress:
         result = run_train(settings, progress=progress, decode_progress=progress.decode)
+    if not main:
+        return
     if json_output:
         print_json(result.summary)
     elif not quiet:

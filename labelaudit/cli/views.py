@@ -38,6 +38,13 @@ def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: i
     if "elr_setting" in method_settings:
         stdout.print(f"ELR β={method_settings['elr_beta']}, λ={method_settings['elr_lambda']} "
                      f"({method_settings['elr_setting']})")
+    embeddings = summary.get("embeddings")
+    if summary.get("mode") == "frozen backbone" and embeddings:
+        stdout.print(f"Frozen {escape(embeddings['backbone'])} backbone, linear head; "
+                     f"embeddings: {embeddings['status']} ({embeddings['seconds']:.1f} s), "
+                     f"head {summary['head_seconds']:.1f} s")
+        for note in summary.get("notes", []):
+            stdout.print(f"[yellow]{escape(note)}[/]")
     if summary["n_issues"]:
         stdout.print(suspects_table(samples, top))
     stdout.print(f"Run directory: [bold]{summary['run_directory']}[/] "

@@ -178,10 +178,16 @@ def _check_header(
             raise LabelAuditError(
                 f"labels file {path} looks {shown}-delimited; pass --delimiter {flag}"
             )
-        found = ", ".join(header) if header else "none"
+        found = ", ".join(_shown(name) for name in header) if header else "none"
         raise LabelAuditError(
             f"labels file {path} has no column {wanted!r} (columns found: {found}); use {option}"
         )
+
+
+def _shown(name: str) -> str:
+    """A header name for a one-line message: as written, or quoted with escapes when it holds
+    line breaks or other unprintable characters (a quoted header cell may)."""
+    return name if name.isprintable() else repr(name)
 
 
 def _suggest_delimiter(

@@ -12,7 +12,8 @@ image in ``images``. A row's status is decided in this order, the first problem 
 4. the image itself: ``unreadable_image`` or ``image_too_large`` for the kept row and for
    its ``duplicate`` rows too (the file is what is broken; no other row audits it).
 
-Everything else is ``audited``. Each distinct file is decoded once.
+Everything else is ``audited``. Each distinct file is decoded once, and with a cache folder
+not at all when an earlier run decoded it (see :mod:`labelaudit.data.cache`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.cache import DecodeReport, decode_files
 from labelaudit.data.csvio import read_label_csv
-from labelaudit.data.images import decode_images
 from labelaudit.data.paths import resolve_under_root
 from labelaudit.errors import LabelAuditError
 from labelaudit.report.schema import AUDITED, SAMPLES_COLUMNS
@@ -50,13 +51,17 @@ class LabelledImages:
     classes : list of str
         Class names; a class index is a position in this list.
     images : numpy.ndarray
-        ``(M, size, size, 3)`` uint8 RGB, the audited rows in CSV order.
+        ``(M, size, size, 3)`` uint8 RGB, the audited rows in CSV order. With a decode cache
+        this is usually a copy-on-write ``numpy.memmap`` of the cache file (pages are read as
+        batches need them, writes never reach the file).
     labels : numpy.ndarray
         ``(M,)`` int64 class index of each audited row's given label.
     row_index : numpy.ndarray
         ``(M,)`` int64 position in ``rows`` of each audited row.
     images_root : pathlib.Path
         The images folder, resolved.
+    decoding : DecodeReport or None
+        Whether the decode cache was used, and how many files were decoded or reused.
     """
 
     rows: pd.DataFrame
@@ -65,6 +70,7 @@ class LabelledImages:
     labels: np.ndarray
     row_index: np.ndarray
     images_root: Path
+    decoding: DecodeReport | None = None
 
     def status_counts(self) -> dict[str, int]:
         """Rows per status: ``"audited"`` first (if any), then by count, largest first."""
@@ -85,6 +91,7 @@ def load_labelled_images(
     max_pixels: int | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> LabelledImages:
     """Read the label CSV, confine and decode its images, and give every row a status.
 
@@ -107,7 +114,11 @@ def load_labelled_images(
         Decoding threads (default ``os.cpu_count()``).
     progress
         Called as ``progress(done, total)`` while images decode; ``total`` is the number
-        of distinct files to decode.
+        of distinct files to decode (those not already in the cache).
+    cache_dir
+        Decode cache folder (e.g. ``<run directory>/cache``): files decoded by an earlier
+        call with the same image size and ``max_pixels`` and unchanged since (same resolved
+        path, size and modification time) are not decoded again. None: no cache.
 
     Raises
     ------
@@ -125,7 +136,9 @@ def load_labelled_images(
 
     statuses, files = _path_and_label_statuses(root, csv_paths, labels, class_list)
     rows_of_file = _mark_duplicates(statuses, files, labels)
-    decoded, reasons = _decode_files(list(rows_of_file), image_size, workers, max_pixels, progress)
+    decoded = decode_files(list(rows_of_file), image_size, cache_dir=cache_dir, workers=workers,
+                           max_pixels=max_pixels, progress=progress)
+    reasons = decoded.reasons
     for rows, reason in zip(rows_of_file.values(), reasons):
         if reason is not None:
             for i in rows:
@@ -142,10 +155,11 @@ def load_labelled_images(
     return LabelledImages(
         rows=_report_rows(table, path_column, label_column, labels, statuses),
         classes=final_classes,
-        images=_compact(decoded, audited_positions),
+        images=decoded.images_at(audited_positions),
         labels=np.array([index_of_class[label] for label in audited_labels], dtype=np.int64),
         row_index=row_index,
         images_root=root,
+        decoding=decoded.report,
     )
 
 
@@ -250,27 +264,6 @@ def _mark_duplicates(
     return kept
 
 
-def _decode_files(
-    files: list[Path],
-    image_size: int,
-    workers: int | None,
-    max_pixels: int | None,
-    progress: Callable[[int, int], None] | None,
-) -> tuple[np.ndarray, list[str | None]]:
-    total = len(files)
-    done = 0
-
-    def report(increment: int) -> None:
-        nonlocal done
-        done += increment
-        if progress is not None:
-            progress(done, total)
-
-    return decode_images(
-        files, image_size, workers=workers, max_pixels=max_pixels, progress=report
-    )
-
-
 def _refuse_unusable(statuses: list[str | None], audited_labels: list[str], labels_csv) -> None:
     if not audited_labels:
         reasons = Counter(status for status in statuses if status is not None)
@@ -306,11 +299,3 @@ def _report_rows(
             new_name = f"csv_{new_name}"
         columns[new_name] = table[name].tolist()
     return pd.DataFrame(columns, dtype=str)
-
-
-def _compact(decoded: np.ndarray, keep_positions: list[int]) -> np.ndarray:
-    """``decoded[keep_positions]`` without a second full-size copy (positions ascend)."""
-    for target, source in enumerate(keep_positions):
-        if target != source:
-            decoded[target] = decoded[source]
-    return decoded[: len(keep_positions)]

@@ -42,6 +42,9 @@ _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _RESIZE_FILTER = Image.Resampling.BILINEAR
 _MAX_IMAGES_PER_TASK = 32
+#: Bump whenever the rules above change what pixels a file decodes to: the decode cache
+#: (labelaudit.data.cache) discards entries made under another version.
+DECODE_VERSION = 1
 
 
 class ImageDecodeError(Exception):

@@ -36,6 +36,10 @@ class TrainingMethod:
     ``loss(batch, progress)`` and ``after_step(progress)``, and ``on_epoch_end(epoch, ctx)``.
     ``predict_logits`` is what scoring and saved models use. A saved model is the state of
     ``networks()`` plus ``settings()``; loading calls ``build_networks`` and restores the state.
+
+    Resuming an interrupted run calls ``build_networks`` and ``load_state_dict`` *instead of*
+    ``prepare`` (a first-stage model is not trained again), so ``state_dict`` must hold everything
+    ``prepare`` and training set up besides the networks (ELR's targets and chosen (β, λ), …).
     """
 
     name: ClassVar[str]
@@ -83,9 +87,29 @@ class TrainingMethod:
         used to score those rows instead of a forward pass; None when it keeps none."""
         return None
 
+    def per_sample_buffers(self) -> list[torch.Tensor]:
+        """(N, …) tensors indexed by training row that ``loss`` updates at the batch's rows only
+        (ELR's targets). Data-parallel training gathers each process's updated rows every epoch."""
+        return []
+
     def settings(self) -> dict[str, Any]:
         """Hyper-parameters actually used, for config.json and summary.json."""
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training from here: the networks' weights and buffers, plus
+        (in subclasses) method state. Values are tensors, numbers, strings, None, lists and dicts only,
+        so a checkpoint loads with ``torch.load(weights_only=True)``."""
+        return {"networks": self.nets.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict()`` into networks already made by ``build_networks``."""
+        self.nets.load_state_dict(state["networks"])
+
+    def network_device(self) -> torch.device:
+        """Where the networks are (CPU before any are built)."""
+        parameter = next(self.nets.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def float64_softmax(logits: torch.Tensor) -> torch.Tensor:

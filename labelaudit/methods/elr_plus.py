@@ -197,9 +197,23 @@ class ELRPlus(TrainingMethod):
         probs = [float64_softmax(self.network(k)(images)) for k in range(self.N_NETWORKS)]
         return torch.stack(probs).mean(dim=0)
 
+    def per_sample_buffers(self) -> list[torch.Tensor]:
+        return list(self.targets)
+
     def settings(self) -> dict[str, Any]:
         return {
             "elr_beta": self.beta, "elr_lambda": self.lam, "elr_setting": self.choice,
             "mixup_alpha": self.mixup_alpha, "ema_decay": self.ema_decay, "ema_ramp": self.ema_ramp,
             "coef_ramp": self.coef_ramp,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both networks and their EMA copies, both (N, K) target buffers, and the settings chosen in prepare."""
+        return {**super().state_dict(), "targets": list(self.targets), "beta": self.beta, "lam": self.lam,
+                "coef_ramp": self.coef_ramp, "choice": self.choice}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.targets = [targets.to(self.network_device(), copy=True) for targets in state["targets"]]
+        self.beta, self.lam, self.coef_ramp = float(state["beta"]), float(state["lam"]), float(state["coef_ramp"])
+        self.choice = str(state["choice"])

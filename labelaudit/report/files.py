@@ -1,6 +1,9 @@
 """Atomic file output: write to a temporary name in the same directory, then rename.
 
 An interrupted run therefore leaves either the previous complete file or none, never half of one.
+The temporary file is flushed to disk before the rename, so that after a power cut too the name
+holds either the old or the new content. A writer killed mid-way (SIGKILL) can leave its hidden
+``.NAME.*.tmp`` file behind; it is never read, and the next write uses a fresh name.
 """
 
 from __future__ import annotations
@@ -24,9 +27,25 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.chmod(temporary_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
     try:
         yield temporary_path
+        _fsync(temporary_path)
         os.replace(temporary_path, target)
+        _fsync(target.parent)
     finally:
         temporary_path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk; a no-op where the OS cannot."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. directories on Windows
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _current_umask() -> int:

@@ -10,6 +10,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import LabelAuditError
@@ -71,6 +72,17 @@ class Accelerator:
         """A host tensor ready for fast transfer (pinned when a GPU will read it)."""
         tensor = torch.as_tensor(array_like)
         return tensor.pin_memory() if self.is_cuda else tensor
+
+    def host_batch(self, images: np.ndarray, rows: torch.Tensor | np.ndarray | slice) -> torch.Tensor:
+        """``images[rows]`` as a (B, 3, H, W) uint8 host tensor, pinned when a GPU will read it.
+
+        ``images`` is (N, H, W, 3) uint8, typically a memory map of the decode cache: only the
+        batch's rows are read (and pinned), never the whole array.
+        """
+        if isinstance(rows, torch.Tensor):
+            rows = rows.cpu().numpy()
+        batch = torch.from_numpy(np.ascontiguousarray(images[rows])).permute(0, 3, 1, 2)
+        return batch.pin_memory() if self.is_cuda else batch
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device == self.device:

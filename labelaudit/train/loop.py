@@ -21,7 +21,12 @@ from ..methods.base import Batch, TrainingMethod
 from .augment import normalise, random_crop_flip
 from .config import DEFAULT_MODEL, TrainConfig  # noqa: F401  (re-exported)
 from .progress import ProgressReporter, SilentProgress  # noqa: F401  (re-exported)
+from .resume import (
+    Checkpointing, TrainingInterrupted, capture_state, load_checkpoint, restore_state, run_fingerprint,
+    save_checkpoint,
+)
 from .device import Accelerator, seed_everything, select_device
+from . import distributed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -124,11 +129,17 @@ def fit(
     progress: ProgressReporter | None = None,
     description: str = "",
     on_epoch: Callable[[int, TrainingMethod], dict[str, float]] | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitResult:
     """Train ``method`` on ``images`` (N, H, W, 3) uint8 with given ``labels`` (N,) int64.
 
     ``trusted`` (N,) bool marks expert-checked rows (GLC). ``on_epoch(epoch, method)`` may return
     extra metrics (e.g. validation accuracy) shown in the progress bar and kept in the history.
+
+    ``checkpoint``: on Ctrl-C, save the state as of the last epoch boundary to ``checkpoint.path``
+    and raise :class:`~labelaudit.train.resume.TrainingInterrupted`; with ``checkpoint.resume``,
+    continue from that file (same inputs and settings required) instead of starting over. The file
+    is removed when training finishes.
     """
     started = time.perf_counter()
     progress = progress or SilentProgress()
@@ -140,8 +151,25 @@ def fit(
     trusted_mask = np.zeros(n_samples, bool) if trusted is None else np.asarray(trusted, bool)
     ctx = TrainContext(images, labels, n_classes, config, accelerator, trusted_mask, progress)
     ctx.method = method
-    method.prepare(ctx)
+    epochs = ctx.epochs
+    fingerprint, saved = None, None
+    if checkpoint is not None:
+        fingerprint = run_fingerprint(checkpoint.inputs, method_name=method.name, config=config.to_dict(),
+                                      images=images, labels=labels, trusted=trusted_mask, n_classes=n_classes)
+        if checkpoint.resume:
+            saved = load_checkpoint(checkpoint.path, fingerprint)
+    if saved is not None:
+        # Everything prepare() set up (a first-stage model's result included) is in the saved state.
+        method.build_networks(ctx.create_network, n_classes)
+    else:
+        try:
+            method.prepare(ctx)
+        except KeyboardInterrupt:
+            if checkpoint is None:
+                raise
+            raise TrainingInterrupted(None, 0, epochs) from None
     networks = method.networks()
+    distributed.broadcast_from_main(networks)  # under torchrun: every process starts from the same weights
     mean, std = (torch.tensor(v, device=accelerator.device) for v in normalisation_of(networks[0]))
     padding = config.image_size // 8 if config.crop_padding is None else config.crop_padding
 
@@ -149,54 +177,77 @@ def fit(
     host_labels = torch.as_tensor(labels, dtype=torch.int64)
     host_trusted = torch.as_tensor(trusted_mask)
 
-    batch_size = min(config.batch_size, n_samples)
+    rows_per_process = distributed.shard_size(n_samples)  # n_samples unless data-parallel
+    batch_size = min(config.batch_size, rows_per_process)
     # Drop a ragged last batch: a batch of one breaks BatchNorm, and ELR's targets do not need it.
-    steps_per_epoch = max(1, n_samples // batch_size)
-    epochs = ctx.epochs
+    steps_per_epoch = max(1, rows_per_process // batch_size)
     total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.SGD(
         method.trainable_parameters(), lr=config.lr, momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     result = FitResult(method)
+    first_epoch = 1
+    if saved is not None:
+        restore_state(saved, method=method, optimizer=optimizer, schedule=schedule, generator=generator)
+        result.history = list(saved["history"])
+        first_epoch = int(saved["epochs_done"]) + 1
     progress.start(description or method.name, total_steps)
-    step = 0
-    for epoch in range(1, epochs + 1):
-        networks.train()
-        order = torch.randperm(n_samples, generator=generator)
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for start in range(0, steps_per_epoch * batch_size, batch_size):
-            rows = order[start:start + batch_size]
-            images_batch = normalise(accelerator.to_device(host_images[rows]), mean, std)
-            batch = Batch(
-                images=random_crop_flip(images_batch, padding=padding, flip=config.flip, generator=generator),
-                labels=accelerator.to_device(host_labels[rows]),
-                indices=accelerator.to_device(rows),
-                trusted=accelerator.to_device(host_trusted[rows]),
-            )
-            with accelerator.autocast():
-                loss = method.loss(batch, step / total_steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            method.after_step(step / total_steps)
-            loss_sum += loss.detach()
-            progress.advance()
-        mean_loss = float(loss_sum) / steps_per_epoch
-        if not math.isfinite(mean_loss):
-            raise LabelAuditError(f"training diverged (loss is {mean_loss} in epoch {epoch}); try a lower --lr")
-        method.on_epoch_end(epoch, ctx)
-        metrics = {"epoch": epoch, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
-        if on_epoch is not None:
-            metrics.update(on_epoch(epoch, method))
-        result.history.append(metrics)
-        progress.epoch_done(epoch, epochs, metrics)
+    step = (first_epoch - 1) * steps_per_epoch
+    if step:
+        progress.advance(step)
+    boundary_state = None  # the state at the start of the current epoch, saved on Ctrl-C
+    try:
+        for epoch in range(first_epoch, epochs + 1):
+            if checkpoint is not None:
+                boundary_state = capture_state(method=method, optimizer=optimizer, schedule=schedule,
+                                               generator=generator, epochs_done=epoch - 1, history=result.history)
+            networks.train()
+            order = distributed.shard(torch.randperm(n_samples, generator=generator))
+            loss_sum = torch.zeros((), device=accelerator.device)
+            for start in range(0, steps_per_epoch * batch_size, batch_size):
+                rows = order[start:start + batch_size]
+                images_batch = normalise(accelerator.to_device(host_images[rows]), mean, std)
+                batch = Batch(
+                    images=random_crop_flip(images_batch, padding=padding, flip=config.flip, generator=generator),
+                    labels=accelerator.to_device(host_labels[rows]),
+                    indices=accelerator.to_device(rows),
+                    trusted=accelerator.to_device(host_trusted[rows]),
+                )
+                with accelerator.autocast():
+                    loss = method.loss(batch, step / total_steps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(parameters)
+                optimizer.step()
+                schedule.step()
+                step += 1
+                method.after_step(step / total_steps)
+                loss_sum += loss.detach()
+                progress.advance()
+            mean_loss = distributed.average_over_processes(float(loss_sum) / steps_per_epoch)
+            if not math.isfinite(mean_loss):
+                raise LabelAuditError(f"training diverged (loss is {mean_loss} in epoch {epoch}); try a lower --lr")
+            distributed.sync_epoch_state(networks, method.per_sample_buffers(), order[:steps_per_epoch * batch_size])
+            method.on_epoch_end(epoch, ctx)
+            metrics = {"epoch": epoch, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
+            if on_epoch is not None:
+                metrics.update(on_epoch(epoch, method))
+            result.history.append(metrics)
+            progress.epoch_done(epoch, epochs, metrics)
+    except KeyboardInterrupt:
+        if checkpoint is None or fingerprint is None or boundary_state is None:
+            raise
+        if distributed.is_main_process():
+            save_checkpoint(checkpoint.path, boundary_state, fingerprint)
+        raise TrainingInterrupted(checkpoint.path, boundary_state["epochs_done"], epochs) from None
     progress.finish()
+    if checkpoint is not None:
+        checkpoint.path.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -208,6 +259,9 @@ def predict_proba(
 ) -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, K) float64 class probabilities, no augmentation."""
     accelerator = accelerator or Accelerator(select_device(config.device))
+    if distributed.data_parallel():  # each process predicts a block of rows; all get every row
+        return distributed.predict_in_shards(
+            lambda part: predict_proba(method, part, config, accelerator=accelerator, batch_size=batch_size), images)
     networks = method.networks()
     was_training = networks.training
     networks.eval()

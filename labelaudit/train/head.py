@@ -1,0 +1,191 @@
+"""A linear head trained on frozen-backbone embeddings by an ordinary training method (fast mode).
+
+The method (ELR or CE) is the same object a full run trains: its ``prepare`` builds the head through
+``HeadContext.create_network``, its ``loss`` sees batches whose ``images`` are (B, D) embeddings,
+and ELR keeps its per-sample targets and probes the noise structure exactly as in a full run. After
+training, the head is folded into the backbone's own classifier so the saved model is a plain timm
+network that ``labelaudit.load_model`` and ``check --model`` use like any other.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..errors import LabelAuditError
+from ..methods.base import Batch, TrainingMethod
+from .config import TrainConfig
+from .device import Accelerator, seed_everything, select_device
+from .loop import FitResult
+from .progress import ProgressReporter, SilentProgress
+
+#: rows per optimiser step of the head; larger than a network's batch, as a step costs almost nothing
+HEAD_BATCH_SIZE = 256
+PREDICT_BATCH_SIZE = 8192
+#: features whose spread on the training rows is below this are left unscaled
+MIN_SCALE = 1e-6
+
+
+class LinearHead(torch.nn.Module):
+    """(B, D) features -> (B, K) logits: standardised with fixed training statistics, then linear.
+
+    mean, scale: (D,) per-feature mean and standard deviation of the training rows.
+    """
+
+    def __init__(self, mean: torch.Tensor, scale: torch.Tensor, n_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("scale", scale.detach().clone().float())
+        self.linear = torch.nn.Linear(mean.numel(), n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear((features - self.mean) / self.scale)
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, D) weight and (K,) bias of one linear layer on the raw features giving the same logits."""
+        weight = self.linear.weight / self.scale
+        return weight, self.linear.bias - weight @ self.mean
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) -> (D,) mean and (D,) standard deviation (constant features get 1)."""
+    mean = features.mean(dim=0)
+    scale = features.std(dim=0, unbiased=False)
+    return mean, torch.where(scale > MIN_SCALE, scale, torch.ones_like(scale))
+
+
+class HeadContext:
+    """The part of ``labelaudit.train.loop.TrainContext`` that ELR and CE use, over embeddings."""
+
+    def __init__(self, features: torch.Tensor, labels: np.ndarray, n_classes: int, epochs: int,
+                 accelerator: Accelerator) -> None:
+        self.features = features
+        self.labels = labels
+        self.n_samples = len(labels)
+        self.n_classes = n_classes
+        self.epochs = epochs
+        self.accelerator = accelerator
+        self.device = accelerator.device
+        self.trusted = np.zeros(len(labels), bool)
+        self.method: TrainingMethod | None = None
+        self._mean, self._scale = feature_statistics(features)
+
+    def create_network(self) -> torch.nn.Module:
+        return LinearHead(self._mean, self._scale, self.n_classes).to(self.device)
+
+    def predict_train(self, method: TrainingMethod | None = None) -> np.ndarray:
+        method = method or self.method
+        if method is None:
+            raise RuntimeError("predict_train before fit_head set the method")
+        return predict_head(method, self.features, accelerator=self.accelerator)
+
+
+def head_epochs(config: TrainConfig, n_samples: int) -> int:
+    """``--epochs`` when given, else enough epochs of ``HEAD_BATCH_SIZE`` rows for the automatic step count."""
+    return replace(config, batch_size=HEAD_BATCH_SIZE).epochs_for(n_samples)
+
+
+def fit_head(method: TrainingMethod, features: np.ndarray, labels: np.ndarray, n_classes: int,
+             config: TrainConfig, *, progress: ProgressReporter | None = None, description: str = "") -> FitResult:
+    """Train ``method`` with a linear head on (N, D) float32 ``features`` and (N,) int64 given ``labels``.
+
+    SGD with the settings of ``config`` (lr, momentum, weight decay, cosine schedule, seed); no
+    augmentation. The method's hooks run as in the full loop (ELR's noise probe included).
+    """
+    started = time.perf_counter()
+    progress = progress or SilentProgress()
+    n_samples = len(labels)
+    if n_samples < 2:
+        raise LabelAuditError("need at least 2 images to train")
+    accelerator = Accelerator(select_device(config.device))
+    generator = seed_everything(config.seed)
+    host_features = accelerator.host_tensor(torch.as_tensor(np.asarray(features, dtype=np.float32)))
+    host_labels = torch.as_tensor(labels, dtype=torch.int64)
+    epochs = head_epochs(config, n_samples)
+    ctx = HeadContext(accelerator.to_device(host_features), labels, n_classes, epochs, accelerator)
+    ctx.method = method
+    method.prepare(ctx)
+    networks = method.networks()
+
+    batch_size = min(HEAD_BATCH_SIZE, n_samples)
+    steps_per_epoch = math.ceil(n_samples / batch_size)
+    total_steps = steps_per_epoch * epochs
+    optimizer = torch.optim.SGD(method.trainable_parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+    no_trusted = torch.zeros(batch_size, dtype=torch.bool, device=accelerator.device)
+    result = FitResult(method)
+    progress.start(description or f"training {method.name} head", total_steps)
+    step = 0
+    for epoch in range(1, epochs + 1):
+        networks.train()
+        order = torch.randperm(n_samples, generator=generator)
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for start in range(0, n_samples, batch_size):
+            rows = order[start:start + batch_size]
+            batch = Batch(images=ctx.features[accelerator.to_device(rows)],
+                          labels=accelerator.to_device(host_labels[rows]),
+                          indices=accelerator.to_device(rows), trusted=no_trusted[:len(rows)])
+            loss = method.loss(batch, step / total_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            method.after_step(step / total_steps)
+            loss_sum += loss.detach()
+            progress.advance()
+        mean_loss = float(loss_sum) / steps_per_epoch
+        if not math.isfinite(mean_loss):
+            raise LabelAuditError(f"training the head diverged (loss is {mean_loss} in epoch {epoch}); "
+                                  "try a lower --lr")
+        method.on_epoch_end(epoch, ctx)
+        metrics = {"epoch": epoch, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
+        result.history.append(metrics)
+        progress.epoch_done(epoch, epochs, metrics)
+    progress.finish()
+    networks.eval()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@torch.no_grad()
+def predict_head(method: TrainingMethod, features: np.ndarray | torch.Tensor, *,
+                 accelerator: Accelerator | None = None) -> np.ndarray:
+    """(N, D) features -> (N, K) float64 class probabilities of the method's head."""
+    accelerator = accelerator or Accelerator(method.network_device())
+    networks = method.networks()
+    was_training = networks.training
+    networks.eval()
+    features = torch.as_tensor(np.asarray(features, dtype=np.float32)) if isinstance(features, np.ndarray) else features
+    outputs = [method.predict_proba(accelerator.to_device(features[start:start + PREDICT_BATCH_SIZE])).cpu()
+               for start in range(0, len(features), PREDICT_BATCH_SIZE)]
+    networks.train(was_training)
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float64)
+
+
+def attach_head(backbone: torch.nn.Module, head: LinearHead) -> torch.nn.Module:
+    """Give the timm ``backbone`` (made with ``num_classes=0``) a classifier equal to ``head``.
+
+    Returns the backbone, now a K-class network whose state dict matches
+    ``create_network(config, K)``. Raises LabelAuditError when the model's classifier is not one
+    linear layer on the pooled features (then the head cannot be folded into it).
+    """
+    weight, bias = head.folded()
+    n_classes, dim = weight.shape
+    if not hasattr(backbone, "reset_classifier"):
+        raise LabelAuditError(f"{type(backbone).__name__} has no timm classifier to put the head into")
+    backbone.reset_classifier(n_classes)
+    classifier = backbone.get_classifier()
+    if not isinstance(classifier, torch.nn.Linear) or classifier.in_features != dim:
+        raise LabelAuditError(f"the classifier of {type(backbone).__name__} is not one linear layer on its "
+                              f"{dim} pooled features")
+    with torch.no_grad():
+        classifier.weight.copy_(weight.to(classifier.weight))
+        classifier.bias.copy_(bias.to(classifier.bias))
+    return backbone
