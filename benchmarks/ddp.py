@@ -93,7 +93,7 @@ def main() -> None:
     ]
     print(f"{args.images} images, {args.model} {args.image_size} px, {args.epochs} epochs, batch {args.batch_size} "
           f"per process, {os.cpu_count()} CPUs (shared), python {sys.version.split()[0]}")
-    print(f"| run | wall s | decode s | train s | score s | speed-up (wall) | label health | issues |")
+    print("| run | wall s | decode s | train s | score s | speed-up (wall) | label health | issues |")
     print("|---|---|---|---|---|---|---|---|")
     baseline = None
     for name, launcher, threads in runs:

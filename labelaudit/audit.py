@@ -111,7 +111,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         require_checkpoint(out, "scan")
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    with distributed.main_process_first():  # under torchrun the others then read process 0's decode cache
+    with distributed.main_process_first(spec.cache):  # torchrun: the others then read process 0's decode cache
         data = load_dataset(spec, settings.train.image_size, decode_progress, out=out)
     timings["decode_seconds"] = time.perf_counter() - started
     record = RunRecord(

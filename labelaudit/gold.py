@@ -26,6 +26,7 @@ from .data.paths import resolve_under_root
 from .errors import LabelAuditError
 from .report.files import write_json
 from .report.rundir import sha256_of_file
+from .train import distributed
 from .train.loop import ProgressReporter, TrainConfig
 
 GLC_DIR = "glc"
@@ -167,11 +168,14 @@ def glc_corruption(data: LabelledImages, trusted: TrustedSet, config: TrainConfi
         fitted = fit(create_method("ce"), data.images[untrusted], data.labels[untrusted], n_classes, config,
                      progress=progress, description="GLC: cross-entropy on untrusted rows")
         method = fitted.method
-        save_model(model_dir, method, config, data.classes,
-                   metrics={"history": fitted.history, "trained_on": "untrusted rows (given labels)"})
+        if distributed.is_main_process():  # under torchrun every process has the same model; one writes it
+            save_model(model_dir, method, config, data.classes,
+                       metrics={"history": fitted.history, "trained_on": "untrusted rows (given labels)"})
 
     trusted_probs = predict_proba(method, data.images[trusted.mask], config)
     matrix, missing = glc_transition(trusted.labels[trusted.mask], trusted_probs, n_classes=n_classes)
+    if not distributed.is_main_process():
+        return GlcEstimate(matrix=matrix, missing=missing, ce_model_dir=model_dir, trusted_probs=trusted_probs)
     write_json(glc_dir / ESTIMATE_FILE, {
         "fingerprint": fingerprint,
         "trusted_sha256": trusted.csv_sha256,

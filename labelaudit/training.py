@@ -94,7 +94,7 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
     spec, config, scan = _resolve_inputs(settings, out)
     spec = replace(spec, workers=settings.workers or spec.workers, max_pixels=settings.max_pixels or spec.max_pixels,
                    cache=settings.cache and spec.cache)
-    with distributed.main_process_first():  # under torchrun the others then read process 0's decode cache
+    with distributed.main_process_first(spec.cache):  # torchrun: the others then read process 0's decode cache
         data = load_dataset(spec, config.image_size, decode_progress, out=out)
     notes: list[str] = []
     if scan is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -145,19 +145,24 @@ def test_two_process_training_keeps_elr_targets_and_models_identical(tmp_path):
     assert np.mean(first["elr_targets0"].argmax(axis=1) == labels) > 0.8
 
 
-def test_torchrun_scan_writes_one_run_directory_from_rank_zero(tmp_path):
-    rows = write_colour_images(tmp_path, 48, seed=5)
-    csv_rows = [*rows, ("missing.png", "red")]
-    write_csv(tmp_path / "labels.csv", csv_rows)
-    out = tmp_path / "out"
+def run_torchrun_scan(root: Path, out: Path, extra: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m labelaudit scan`` of root/images and root/labels.csv, 3 epochs."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD),
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               "-m", "labelaudit", "scan", str(tmp_path / "images"), str(tmp_path / "labels.csv"), "-o", str(out),
-               *tiny_train_args(epochs=3), "--batch-size", "8"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+               "-m", "labelaudit", "scan", str(root / "images"), str(root / "labels.csv"), "-o", str(out),
+               *tiny_train_args(epochs=3), "--batch-size", "8", *extra]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=root)
+
+
+def test_torchrun_scan_writes_one_run_directory_from_rank_zero(tmp_path):
+    rows = write_colour_images(tmp_path, 48, seed=5)
+    csv_rows = [*rows, ("missing.png", "red")]
+    write_csv(tmp_path / "labels.csv", csv_rows)
+    out = tmp_path / "out"
+    done = run_torchrun_scan(tmp_path, out, [])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Audited 48 of 49 rows") == 1  # one summary: only rank 0 prints
     files = sorted(p.name for p in out.iterdir())
@@ -168,9 +173,25 @@ def test_torchrun_scan_writes_one_run_directory_from_rank_zero(tmp_path):
     assert samples["status"].iloc[-1] == "missing_file" and (samples["status"].iloc[:-1] == "audited").all()
     predictions = np.load(out / "predictions.npz")
     assert predictions["row_index"].tolist() == list(range(48))
-    given = np.array([NAMES.index(label) for _, label in rows])
-    np.testing.assert_array_equal(predictions["labels"], np.array([sorted(NAMES).index(l) for _, l in rows]))
-    # Predictions are in row order: they agree with each row's (clean) colour label.
     classes = sorted(NAMES)
-    predicted = np.array([NAMES.index(classes[k]) for k in predictions["pred_probs"].argmax(axis=1)])
-    assert np.mean(predicted == given) > 0.8
+    given = np.array([classes.index(label) for _, label in rows])
+    np.testing.assert_array_equal(predictions["labels"], given)
+    # Predictions are in row order: they agree with each row's (clean) colour label.
+    assert np.mean(predictions["pred_probs"].argmax(axis=1) == given) > 0.8
+
+
+def test_torchrun_scan_with_folds_trains_each_fold_on_one_process(tmp_path):
+    rows = write_colour_images(tmp_path, 36, seed=6)
+    write_csv(tmp_path / "labels.csv", rows)
+    out = tmp_path / "out"
+    done = run_torchrun_scan(tmp_path, out, ["--folds", "2", "--quiet"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == ""
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert samples["path"].tolist() == [path for path, _ in rows]
+    assert sorted(samples["fold"].unique().tolist()) == [0, 1]
+    # Out-of-fold predictions of both processes' folds, in row order: they match the colours.
+    assert np.mean(samples["suggested_label"].to_numpy() == np.array([label for _, label in rows])) > 0.8
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == WORLD
+    assert set(summary["settings"]["method_settings"]) == {"fold_0", "fold_1", "scored_with"}

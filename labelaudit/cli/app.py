@@ -1,4 +1,7 @@
-"""The ``labelaudit`` command: a Typer app whose errors are one ``Error: …`` line and exit code 2."""
+"""The ``labelaudit`` command: a Typer app whose errors are one ``Error: …`` line and exit code 2.
+
+Ctrl-C in any command prints one line on stderr saying what was kept, and exits with code 130.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,23 @@ from typer.core import TyperGroup
 from ..errors import LabelAuditError
 
 
+#: files named in full in the line printed on Ctrl-C; more are counted
+SHOWN_WRITES = 3
+
+
 class LabelAuditGroup(TyperGroup):
     """Turns every usage or input error into one line on stderr, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        # Typer turns a KeyboardInterrupt into a silent exit 130 before main() sees it: report it here.
+        from ..report.files import record_writes
+
+        with record_writes() as written:
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt:
+                typer.echo(interrupted_message(written), err=True)
+                raise typer.Exit(130) from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -32,6 +50,16 @@ class LabelAuditGroup(TyperGroup):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (set LABELAUDIT_DEBUG=1 for details)")
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def interrupted_message(written: list[Any]) -> str:
+    """The one line shown on Ctrl-C: nothing written, or which files were complete before it."""
+    if not written:
+        return "Interrupted; nothing was written"
+    unique = list(dict.fromkeys(str(path) for path in written))
+    shown = ", ".join(unique[:SHOWN_WRITES]) + (f" and {len(unique) - SHOWN_WRITES} more"
+                                                if len(unique) > SHOWN_WRITES else "")
+    return f"Interrupted; kept {len(unique)} complete file{'s' if len(unique) != 1 else ''} written before it: {shown}"
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import LabelAuditError
 from ..methods.base import TrainingMethod
 from ..methods.registry import create_method
-from ..report.files import atomic_path, write_json
+from ..report.files import atomic_directory, json_text
 from .device import Accelerator, select_device
 from .loop import TrainConfig, create_network, normalisation_of, predict_proba
 
@@ -25,16 +25,18 @@ from ..report.schema import MODEL_WEIGHTS_FILE as WEIGHTS_FILE
 
 def save_model(directory: str | Path, method: TrainingMethod, config: TrainConfig, classes: list[str],
                *, metrics: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors``, ``config.json``, ``classes.json`` and ``metrics.json`` into ``directory``."""
+    """Write ``model.safetensors``, ``config.json``, ``classes.json`` and ``metrics.json`` as ``directory``.
+
+    The four files are written into a hidden folder beside ``directory`` that then replaces it (see
+    :func:`~labelaudit.report.files.atomic_directory`): a run killed while saving leaves the previous
+    complete model (or none), never new weights beside an old ``config.json``.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in method.networks().state_dict().items()}
     mean, std = normalisation_of(method.networks()[0])
-    with atomic_path(directory / WEIGHTS_FILE) as temporary:
-        save_file(state, str(temporary), metadata={"format": "pt", "labelaudit_version": __version__})
-    write_json(directory / CONFIG_FILE, {
+    model_config = {
         "labelaudit_version": __version__,
         "architecture": config.model,
         "method": method.name,
@@ -45,10 +47,18 @@ def save_model(directory: str | Path, method: TrainingMethod, config: TrainConfi
         "std": list(std),
         "classes": classes,
         "train": config.to_dict(),
-    })
-    write_json(directory / CLASSES_FILE, classes)
-    write_json(directory / METRICS_FILE, metrics or {})
+    }
+    with atomic_directory(directory) as temporary:
+        save_file(state, str(temporary / WEIGHTS_FILE), metadata={"format": "pt", "labelaudit_version": __version__})
+        _write_json_file(temporary / CONFIG_FILE, model_config)
+        _write_json_file(temporary / CLASSES_FILE, classes)
+        _write_json_file(temporary / METRICS_FILE, metrics or {})
     return directory
+
+
+def _write_json_file(path: Path, payload: Any) -> None:
+    """A JSON file inside a folder that is not visible yet (so no rename of its own is needed)."""
+    path.write_text(json_text(payload), encoding="utf-8")
 
 
 @dataclass
@@ -95,7 +105,11 @@ class LoadedModel:
 
 
 def load_model(directory: str | Path, *, device: str = "cpu") -> LoadedModel:
-    """Load a model directory written by ``labelaudit train`` or ``scan``; explain any mismatch."""
+    """Load a model directory written by ``labelaudit train`` or ``scan``; explain any mismatch.
+
+    Only ``directory`` itself is read: hidden ``.NAME.*.tmp`` folders beside it, left by a save that
+    was killed, are never looked at.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

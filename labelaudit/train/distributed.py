@@ -110,9 +110,10 @@ def barrier() -> None:
 
 
 @contextlib.contextmanager
-def main_process_first() -> Iterator[None]:
-    """Process 0 runs the block first (e.g. decoding into the shared cache), the others after it."""
-    if world_size() == 1:
+def main_process_first(enabled: bool = True) -> Iterator[None]:
+    """Process 0 runs the block first (e.g. decoding into the shared cache), the others after it;
+    all at once when not ``enabled`` (e.g. decoding without a cache, which each process does itself)."""
+    if world_size() == 1 or not enabled:
         yield
         return
     if not is_main_process():
@@ -206,7 +207,17 @@ def broadcast_from_main(modules: torch.nn.Module) -> None:
     init_process_group()
     with torch.no_grad():
         for tensor in [*modules.parameters(), *modules.buffers()]:
-            dist.broadcast(tensor.data, src=0)
+            _broadcast_from_main(tensor.data)
+
+
+def _broadcast_from_main(tensor: torch.Tensor) -> None:
+    if tensor.is_contiguous():
+        dist.broadcast(tensor, src=0)
+        return
+    # e.g. channels_last convolution weights on a GPU: send a plain copy, keep the layout
+    plain = tensor.contiguous()
+    dist.broadcast(plain, src=0)
+    tensor.copy_(plain)
 
 
 def average_gradients(parameters: Sequence[torch.Tensor]) -> None:
@@ -278,7 +289,7 @@ def sync_epoch_state(networks: torch.nn.Module, per_sample_buffers: Sequence[tor
     sync_rows(per_sample_buffers, trained_rows)
     with torch.no_grad():
         for buffer in networks.buffers():
-            dist.broadcast(buffer.data, src=0)
+            _broadcast_from_main(buffer.data)
 
 
 def predict_in_shards(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:

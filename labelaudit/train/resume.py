@@ -9,6 +9,11 @@ the run directory in one atomic rename; ``--resume`` loads it, checks that it wa
 same inputs and settings, and runs the remaining epochs, so on CPU the result is the one an
 uninterrupted run with the same seed gives.
 
+With ``scan --folds K`` (:class:`FoldCheckpoint`) the one checkpoint file also holds the fold of
+every row and the out-of-fold predictions of the folds finished so far; the interrupted fold's
+training state is nested in it. ``--resume`` skips the finished folds and continues the interrupted
+one (each fold's training starts from the seed, so the result is again an uninterrupted run's).
+
 The file holds tensors, numbers, strings, lists and dicts only (``torch.save``), and is read with
 ``torch.load(weights_only=True)``: loading a checkpoint never runs code from it.
 """
@@ -33,6 +38,8 @@ from ..report.files import atomic_path
 
 #: one per command, so that finishing a ``train`` never removes an interrupted ``scan``'s checkpoint
 CHECKPOINT_FILE = "checkpoint-{command}.pt"
+#: where the fold being trained keeps its own checkpoint while the fold checkpoint is made or read
+FOLD_TRAINING_FILE = ".checkpoint-{command}-fold.pt"
 FORMAT_VERSION = 1
 #: longest value shown when a checkpoint's settings differ from the command's
 SHOWN_CHARS = 60
@@ -73,6 +80,120 @@ class TrainingInterrupted(KeyboardInterrupt):
                     f"nothing saved to resume from, run `labelaudit {command}` again")
         return (f"Interrupted: {self.epochs_done} of {self.epochs} epochs saved in {self.checkpoint}; "
                 f"to continue, run the same `labelaudit {command}` command with --resume")
+
+
+class FoldsInterrupted(TrainingInterrupted):
+    """Ctrl-C during ``scan --folds``: ``folds_done`` of ``n_folds`` folds finished and saved, and the
+    interrupted fold ``fold`` (0-based) saved after ``epochs_done`` of its ``epochs`` epochs."""
+
+    def __init__(self, checkpoint: Path, *, fold: int, folds_done: int, n_folds: int, epochs_done: int,
+                 epochs: int) -> None:
+        super().__init__(checkpoint, epochs_done, epochs)
+        self.fold, self.folds_done, self.n_folds = fold, folds_done, n_folds
+
+    def hint(self, command: str) -> str:
+        return (f"Interrupted: {self.folds_done} of {self.n_folds} folds and {self.epochs_done} of {self.epochs} "
+                f"epochs of fold {self.fold + 1} saved in {self.checkpoint}; to continue, run the same "
+                f"`labelaudit {command}` command with --resume")
+
+
+@dataclass
+class FoldProgress:
+    """The folds finished so far.
+
+    assignment: (N,) int fold of every row; pred_probs: (N, K) float64 class probabilities, filled at
+    the held-out rows of the ``completed`` folds (zero elsewhere); method_settings: ``fold_k`` -> the
+    settings the method chose in fold k.
+    """
+
+    assignment: np.ndarray
+    pred_probs: np.ndarray
+    completed: list[int] = field(default_factory=list)
+    method_settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, assignment: np.ndarray, n_classes: int) -> "FoldProgress":
+        return cls(np.asarray(assignment), np.zeros((len(assignment), n_classes), np.float64))
+
+    def add(self, fold: int, pred_probs: np.ndarray, method_settings: dict[str, Any]) -> None:
+        """Record fold ``fold``: ``pred_probs`` (rows of the fold, K) of its held-out rows, in row order."""
+        self.pred_probs[self.assignment == fold] = pred_probs
+        # kept as the JSON the run directory stores, so a resumed run reports exactly the same settings
+        self.method_settings[f"fold_{fold}"] = json.loads(json.dumps(method_settings, default=str))
+        self.completed.append(int(fold))
+
+
+class FoldCheckpoint:
+    """Ctrl-C and ``--resume`` for the fold loop of ``scan --folds`` (one process).
+
+    checkpoint: the scan's checkpoint file and inputs; fingerprint: :func:`run_fingerprint` of all
+    rows; progress: the finished folds — loaded from the file by :meth:`open` on resume.
+    """
+
+    def __init__(self, checkpoint: Checkpointing, fingerprint: dict[str, Any], progress: FoldProgress,
+                 resume_fold: int | None = None) -> None:
+        self.checkpoint, self.fingerprint, self.progress = checkpoint, fingerprint, progress
+        self.resume_fold = resume_fold  # the fold whose training continues from a saved state
+        self.training_path = checkpoint.path.with_name(
+            FOLD_TRAINING_FILE.format(command=checkpoint.inputs.get("command", "scan")))
+
+    @classmethod
+    def open(cls, checkpoint: Checkpointing, fingerprint: dict[str, Any], assignment: np.ndarray,
+             n_classes: int) -> "FoldCheckpoint":
+        """Start afresh, or with ``checkpoint.resume`` continue from the saved folds (refused with one
+        line when the file was made from other inputs or settings)."""
+        progress = FoldProgress.empty(assignment, n_classes)
+        if not checkpoint.resume:
+            return cls(checkpoint, fingerprint, progress)
+        state = load_checkpoint(checkpoint.path, fingerprint)
+        saved_assignment = state.get("fold_assignment")
+        if not isinstance(saved_assignment, torch.Tensor) or not np.array_equal(saved_assignment.numpy(), assignment):
+            raise LabelAuditError(f"the checkpoint {checkpoint.path} does not hold this scan's folds; run without "
+                                  "--resume to start over")
+        progress.pred_probs = state["pred_probs"].numpy().astype(np.float64)
+        progress.completed = [int(fold) for fold in state["completed_folds"]]
+        progress.method_settings = json.loads(state["method_settings"])
+        opened = cls(checkpoint, fingerprint, progress, resume_fold=int(state["fold"]))
+        if state.get("training") is None:
+            opened.resume_fold = None  # interrupted before the fold's first epoch: it starts over
+        else:  # where fit() reads it
+            with atomic_path(opened.training_path) as temporary:
+                torch.save(state["training"], temporary)
+        return opened
+
+    def for_fold(self, fold: int) -> Checkpointing:
+        """The checkpoint settings for :func:`fit` of fold ``fold``."""
+        inputs = {**self.checkpoint.inputs, "fold": int(fold)}
+        return Checkpointing(self.training_path, resume=fold == self.resume_fold, inputs=inputs)
+
+    def interrupted(self, fold: int, interruption: KeyboardInterrupt, *, n_folds: int,
+                    epochs: int) -> FoldsInterrupted:
+        """Save the finished folds and the state of fold ``fold`` (what ``fit`` saved when it was
+        interrupted in training, else nothing: the fold starts over) in one file, atomically."""
+        training, epochs_done = None, 0
+        if isinstance(interruption, TrainingInterrupted) and interruption.checkpoint is not None:
+            training = torch.load(interruption.checkpoint, map_location="cpu", weights_only=True)
+            epochs_done, epochs = interruption.epochs_done, interruption.epochs
+        payload = {
+            "format": FORMAT_VERSION, "labelaudit_version": __version__,
+            "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
+            "fold_assignment": torch.from_numpy(np.asarray(self.progress.assignment, np.int64)),
+            "pred_probs": torch.from_numpy(np.ascontiguousarray(self.progress.pred_probs, np.float64)),
+            "completed_folds": list(self.progress.completed),
+            "method_settings": json.dumps(self.progress.method_settings),
+            "fold": int(fold),
+            "training": training,
+        }
+        with atomic_path(self.checkpoint.path) as temporary:
+            torch.save(payload, temporary)
+        self.training_path.unlink(missing_ok=True)
+        return FoldsInterrupted(self.checkpoint.path, fold=fold, folds_done=len(self.progress.completed),
+                                n_folds=n_folds, epochs_done=epochs_done, epochs=epochs)
+
+    def finished(self) -> None:
+        """All folds done: the checkpoint is not needed any more."""
+        self.checkpoint.path.unlink(missing_ok=True)
+        self.training_path.unlink(missing_ok=True)
 
 
 def checkpoint_path(out: str | Path, command: str) -> Path:
