@@ -2,9 +2,12 @@
 
 Decode the PNGs listed in a label CSV to RGB squares, train a timm model with the ELR loss (β, λ fixed)
 with the same optimiser, schedule, batch size, epochs and crop+flip augmentation as labelaudit, on
-pre-decoded uint8 tensors, then predict class probabilities for every image. No validation, no report.
+pre-decoded uint8 tensors, take each image's class probabilities the way labelaudit's ELR scan does
+(the renormalised ELR targets; ``--forward-predict``: one more pass of the trained model instead),
+score every row (self-confidence, confident-learning flag) and write the report: the rows as Parquet
+and the model's weights. No validation, no bootstrap intervals, no summary.
 
-    OMP_NUM_THREADS=1 python benchmarks/minimal_elr.py IMAGES LABELS.csv --image-size 16 --epochs 2
+    OMP_NUM_THREADS=1 python benchmarks/minimal_elr.py IMAGES LABELS.csv --image-size 16 --epochs 2 --out DIR
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import timm
 import torch
 import torch.nn.functional as F
@@ -54,8 +59,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--beta", type=float, default=0.7)
     parser.add_argument("--lam", type=float, default=3.0)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    parser.add_argument("--forward-predict", action="store_true",
+                        help="probabilities from a forward pass of the trained model, not the ELR targets")
+    parser.add_argument("--out", type=Path, default=None, help="write samples.parquet and model.pt here")
     args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
     with args.labels.open(newline="", encoding="utf-8") as handle:
@@ -92,13 +101,32 @@ def main() -> None:
             schedule.step()
     trained = time.perf_counter()
 
-    model.eval()
-    with torch.no_grad():
-        probs = torch.cat([F.softmax(model((images[s:s + 256].float() / 255 - mean) / std), dim=1)
-                           for s in range(0, n, 256)])
+    if args.forward_predict:
+        model.eval()
+        with torch.no_grad():
+            probs = torch.cat([F.softmax(model((images[s:s + 256].float() / 255 - mean) / std), dim=1)
+                               for s in range(0, n, 256)])
+    else:  # labelaudit's ELR scan scores every row with its running-average targets
+        probs = targets / targets.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    predicted = time.perf_counter()
+
+    self_confidence = probs[torch.arange(n), labels]
+    per_class = torch.bincount(labels, minlength=k).clamp_min(1)
+    thresholds = torch.zeros(k).index_add_(0, labels, self_confidence) / per_class
+    confident = probs >= thresholds
+    suspect = confident.any(1) & (torch.where(confident, probs, torch.tensor(-1.0)).argmax(1) != labels)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({
+            "path": [row["path"] for row in rows], "given_label": [row["label"] for row in rows],
+            "predicted_label": [classes[i] for i in probs.argmax(1).tolist()],
+            "self_confidence": self_confidence.numpy(), "suspect": suspect.numpy(),
+        }), args.out / "samples.parquet")
+        torch.save(model.state_dict(), args.out / "model.pt")
     print(f"minimal: {n} images, {k} classes, torch threads {torch.get_num_threads()}, "
           f"decode {decoded - started:.2f} s, train {trained - decoded:.2f} s, "
-          f"predict {time.perf_counter() - trained:.2f} s, mean max prob {probs.max(1).values.mean():.3f}")
+          f"predict {predicted - trained:.2f} s ({'forward pass' if args.forward_predict else 'ELR targets'}), "
+          f"score+write {time.perf_counter() - predicted:.2f} s, {int(suspect.sum())} suspects")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ from .report.tables import TransitionEstimate, classes_frame, samples_frame, sco
 from .train import distributed
 from .train.checkpoint import save_model
 from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
-from .train.resume import Checkpointing, checkpoint_path, require_checkpoint
+from .train.resume import (
+    Checkpointing, FoldCheckpoint, FoldProgress, checkpoint_path, require_checkpoint, run_fingerprint,
+)
 
 BOOTSTRAP_RESAMPLES = 200
 #: samples.parquet with more rows is converted and written in batches (bounded extra memory)
@@ -105,9 +107,9 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         if distributed.world_size() > 1:
             raise LabelAuditError("--freeze-backbone runs in one process; start it without torchrun")
     if settings.resume:
-        if settings.folds > 1:
-            raise LabelAuditError("--resume works for single-model scans only; a scan with --folds cannot be "
-                                  "resumed, run it again without --resume")
+        if settings.folds > 1 and distributed.world_size() > 1:
+            raise LabelAuditError("--resume with --folds works in one process only; start it without torchrun, "
+                                  "or run without --resume")
         require_checkpoint(out, "scan")
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -169,6 +171,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     if distributed.world_size() > 1:  # torchrun: the batch size is per process
         summary["processes"] = distributed.world_size()
     write_json(out / SUMMARY_FILE, summary)
+    record.image_cache = data.decoding.cache_used if data.decoding is not None else None
     write_run_record(out, record)
     return ScanResult(out=out, summary=summary, samples=samples, classes=classes)
 
@@ -194,7 +197,8 @@ def train_and_score_inputs(data: LabelledImages, settings: ScanSettings, progres
                            checkpoint: Checkpointing | None = None) -> TrainedScores:
     """Train once and score every row with the method's own view of it, or out of fold with ``folds``.
 
-    ``checkpoint`` (single run only): save on Ctrl-C / resume, see :func:`labelaudit.train.loop.fit`.
+    ``checkpoint``: save on Ctrl-C / resume, see :func:`labelaudit.train.loop.fit` (single run) and
+    :func:`out_of_fold_scores` (folds).
     """
     n_classes = len(data.classes)
     if settings.freeze_backbone:
@@ -204,18 +208,7 @@ def train_and_score_inputs(data: LabelledImages, settings: ScanSettings, progres
         return frozen_backbone_scores(data, settings, progress, folds=folds)
     if settings.folds > 1:
         folds = _check_folds(data, settings.folds, settings.train.seed)
-        pred_probs = np.zeros((len(data.labels), n_classes), np.float64)
-        method_settings: dict[str, Any] = {}
-        for fold in distributed.assigned_folds(settings.folds):  # under torchrun: fold k on process k mod N
-            held_out = folds == fold
-            method = create_method(settings.method, **settings.method_options)
-            with distributed.local_only():
-                fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
-                             progress=progress, description=f"fold {fold + 1}/{settings.folds}")
-                pred_probs[held_out] = predict_proba(fitted.method, data.images[held_out], settings.train)
-            method_settings[f"fold_{fold}"] = fitted.method.settings()
-        pred_probs, method_settings = distributed.merge_fold_results(pred_probs, method_settings)
-        return TrainedScores(pred_probs, folds, {**method_settings, "scored_with": "out of fold"}, [])
+        return out_of_fold_scores(data, settings, progress, folds, checkpoint=checkpoint)
     method = create_method(settings.method, **settings.method_options)
     fitted = fit(method, data.images, data.labels, n_classes, settings.train, progress=progress,
                  description=f"training {settings.method}", checkpoint=checkpoint)
@@ -225,6 +218,46 @@ def train_and_score_inputs(data: LabelledImages, settings: ScanSettings, progres
                        "scored_with": "method targets" if kept is not None else "final model"}
     return TrainedScores(pred_probs, np.zeros(len(data.labels), np.int16), method_settings, fitted.history,
                          fitted.method)
+
+
+def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: ProgressReporter,
+                       assignment: np.ndarray, *, checkpoint: Checkpointing | None = None) -> TrainedScores:
+    """Train one model per fold on the other folds and score the fold's rows with it.
+
+    assignment: (M,) int fold of each audited row. ``checkpoint`` (one process only; under torchrun
+    it is ignored): Ctrl-C saves the finished folds' predictions and the current fold's training
+    in ``checkpoint.path`` and raises :class:`~labelaudit.train.resume.FoldsInterrupted`; with
+    ``checkpoint.resume`` the finished folds are skipped and the interrupted one continues.
+    """
+    n_classes = len(data.classes)
+    saved = None
+    if checkpoint is not None and distributed.world_size() == 1:
+        fingerprint = run_fingerprint(checkpoint.inputs, method_name=settings.method, config=settings.train.to_dict(),
+                                      images=data.images, labels=data.labels,
+                                      trusted=np.zeros(len(data.labels), bool), n_classes=n_classes)
+        saved = FoldCheckpoint.open(checkpoint, fingerprint, assignment, n_classes)
+    done = saved.progress if saved is not None else FoldProgress.empty(assignment, n_classes)
+    for fold in distributed.assigned_folds(settings.folds):  # under torchrun: fold k on process k mod N
+        if fold in done.completed:
+            continue
+        held_out = assignment == fold
+        try:
+            method = create_method(settings.method, **settings.method_options)
+            with distributed.local_only():
+                fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
+                             progress=progress, description=f"fold {fold + 1}/{settings.folds}",
+                             checkpoint=saved.for_fold(fold) if saved is not None else None)
+                fold_probs = predict_proba(fitted.method, data.images[held_out], settings.train)
+        except KeyboardInterrupt as interruption:
+            if saved is None:
+                raise
+            raise saved.interrupted(fold, interruption, n_folds=settings.folds,
+                                    epochs=settings.train.epochs_for(int(np.sum(~held_out)))) from None
+        done.add(fold, fold_probs, fitted.method.settings())
+    if saved is not None:
+        saved.finished()
+    pred_probs, method_settings = distributed.merge_fold_results(done.pred_probs, done.method_settings)
+    return TrainedScores(pred_probs, assignment, {**method_settings, "scored_with": "out of fold"}, [])
 
 
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,

@@ -196,7 +196,9 @@ def _fingerprint(data: LabelledImages, trusted: TrustedSet, config: TrainConfig)
     for array in (trusted.mask, trusted.labels, data.labels):
         digest.update(np.ascontiguousarray(array).tobytes())
     # Where it runs does not change what it learns.
-    train = {k: v for k, v in config.to_dict().items() if k not in ("device", "compile")}
+    train = {k: v for k, v in config.to_dict().items() if k not in ("device", "compile", "batch_size_choice")}
+    if (config.batch_size_choice or "").startswith("auto"):
+        train["batch_size"] = "auto"  # fit() writes the number it chose into the config; the request is what counts
     settings: dict[str, Any] = {"classes": data.classes, "train": train, "images_root": str(data.images_root),
                                 "image_shape": list(data.images.shape)}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())

@@ -75,6 +75,11 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 60.0) -> Non
         time.sleep(0.001)
 
 
+def has_text(path: Path) -> bool:
+    """The writer creates the file, then writes to it: wait for both."""
+    return path.exists() and bool(path.read_text())
+
+
 def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
@@ -94,7 +99,7 @@ def test_writer_killed_half_way_leaves_the_old_parquet_or_none(tmp_path, previou
     if previous:
         write_parquet(OLD, target)
     writer = start(HANGING_PARQUET_WRITER, target, half_written)
-    wait_for(half_written.exists, writer)
+    wait_for(lambda: has_text(half_written), writer)
     kill(writer)
 
     stale = Path(half_written.read_text())
@@ -160,3 +165,197 @@ def test_temporary_is_beside_the_target_and_gets_the_usual_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# --- leftovers of killed writers are cleaned up by the next write of the same file -------------------
+
+def age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_next_write_removes_only_stale_temporaries_of_the_same_file(tmp_path):
+    from labelaudit.report.files import STALE_SECONDS
+
+    target = tmp_path / "summary.json"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    stale = tmp_path / ".summary.json.a1b2c3d_.tmp"
+    fresh = tmp_path / ".summary.json.zz99yy88.tmp"  # may belong to a writer still at work
+    kept = {
+        "other target": tmp_path / ".classes.parquet.a1b2c3d4.tmp",
+        "not a temporary name": tmp_path / ".summary.json.my-notes.tmp",
+        "no leading dot": tmp_path / "summary.json.a1b2c3d4.tmp",
+        "other suffix": tmp_path / ".summary.json.a1b2c3d4.bak",
+        "folder": tmp_path / ".summary.json.f0f0f0f0.tmp",
+        "symlink": tmp_path / ".summary.json.1111aaaa.tmp",
+    }
+    for path in [stale, fresh, *kept.values()]:
+        if path.name.startswith(".summary.json.f0"):
+            path.mkdir()
+            (path / "inside").write_text("x")
+        elif path.name.startswith(".summary.json.1111"):
+            path.symlink_to(outside)
+        else:
+            path.write_text("left by a killed writer")
+        age(path, 0 if path == fresh else STALE_SECONDS + 60)
+
+    with pytest.raises(RuntimeError):  # a failed write cleans up nothing
+        with atomic_path(target):
+            raise RuntimeError()
+    assert stale.exists()
+
+    write_json(target, {"version": 1})
+    assert not stale.exists() and fresh.exists()
+    for reason, path in kept.items():
+        assert os.path.lexists(path), reason
+    assert outside.read_text() == "keep me"
+    assert json.loads(target.read_text()) == {"version": 1}
+
+
+def test_a_killed_writers_temporary_is_removed_once_stale(tmp_path):
+    target, half_written = tmp_path / "samples.parquet", tmp_path / "half-written"
+    writer = start(HANGING_PARQUET_WRITER, target, half_written)
+    wait_for(lambda: has_text(half_written), writer)
+    kill(writer)
+    stale = Path(half_written.read_text())
+    write_parquet(OLD, target)
+    assert temporaries(target) == [stale]  # too young: it could be another writer's
+    age(stale, 3600)
+    write_parquet(OLD, target)
+    assert temporaries(target) == []
+
+
+# --- a model folder is replaced as a whole ------------------------------------------------------------
+
+# Saves a model whose weights come from seed argv[2] into argv[1]; with argv[3] = "config", hangs
+# once the weights are written and config.json is next; with "swap", hangs between moving the old
+# folder aside and moving the new one in. Touches argv[4] when it hangs.
+HANGING_MODEL_WRITER = """
+import os, sys, time
+from pathlib import Path
+import torch
+from labelaudit.methods.registry import create_method
+from labelaudit.train import checkpoint
+from labelaudit.train.config import TrainConfig
+from labelaudit.train.loop import create_network
+from labelaudit.report import files
+
+target, seed, where, hanging = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+
+def hang():
+    hanging.touch()
+    time.sleep(600)
+
+if where == "config":
+    original_write = checkpoint._write_json_file
+    def write_then_hang(path, payload):
+        if path.name == "config.json":
+            hang()
+        original_write(path, payload)
+    checkpoint._write_json_file = write_then_hang
+else:
+    original_rename = os.rename
+    def rename_then_hang(source, destination):
+        if Path(destination) == target:
+            hang()
+        original_rename(source, destination)
+    files.os.rename = rename_then_hang
+
+torch.manual_seed(seed)
+config = TrainConfig(model="test_resnet", image_size=16)
+method = create_method("ce")
+method.build_networks(lambda: create_network(config, 3), 3)
+checkpoint.save_model(target, method, config, ["a", "b", "c"], metrics={"seed": seed})
+"""
+
+
+def save_tiny_model(target: Path, seed: int) -> Path:
+    import torch
+
+    from labelaudit.methods.registry import create_method
+    from labelaudit.train.checkpoint import save_model
+    from labelaudit.train.config import TrainConfig
+    from labelaudit.train.loop import create_network
+
+    torch.manual_seed(seed)
+    config = TrainConfig(model="test_resnet", image_size=16)
+    method = create_method("ce")
+    method.build_networks(lambda: create_network(config, 3), 3)
+    return save_model(target, method, config, ["a", "b", "c"], metrics={"seed": seed})
+
+
+def assert_complete_model(directory: Path, seed: int, reference: dict) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from labelaudit.train.checkpoint import load_model
+
+    assert json.loads((directory / "metrics.json").read_text()) == {"seed": seed}
+    weights = load_file(str(directory / "model.safetensors"))
+    assert weights.keys() == reference.keys()
+    assert all(torch.equal(weights[name], reference[name]) for name in reference)
+    assert load_model(directory).classes == ["a", "b", "c"]
+
+
+def model_temporaries(target: Path) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.*.tmp"))
+
+
+@pytest.mark.parametrize("where", ["config", "swap"], ids=["between two files", "between the two renames"])
+def test_model_save_killed_mid_way_leaves_the_previous_complete_model_or_none(tmp_path, where):
+    from safetensors.torch import load_file
+
+    target, hanging = tmp_path / "model", tmp_path / "hanging"
+    old_weights = load_file(str(save_tiny_model(target, seed=1) / "model.safetensors"))
+    writer = start(HANGING_MODEL_WRITER, target, 2, where, hanging)
+    wait_for(hanging.exists, writer, seconds=120)
+    kill(writer)
+
+    leftovers = model_temporaries(target)
+    if where == "config":  # the old model is untouched; the new files are in a hidden folder
+        assert_complete_model(target, 1, old_weights)
+        assert [path.is_dir() for path in leftovers] == [True]
+        assert not (leftovers[0] / "config.json").exists()
+    else:  # no model at all, never a mix: the complete old one (aside) and the new one are hidden
+        assert not target.exists()
+        assert len(leftovers) == 2 and all((path / "config.json").is_file() for path in leftovers)
+        seeds = sorted(json.loads((path / "metrics.json").read_text())["seed"] for path in leftovers)
+        assert seeds == [1, 2]
+
+    # The next save replaces the folder; leftovers are removed once stale, and never read.
+    new_weights = load_file(str(save_tiny_model(target, seed=3) / "model.safetensors"))
+    assert_complete_model(target, 3, new_weights)
+    assert model_temporaries(target) == leftovers  # too young to be sure their writer is dead
+    for path in leftovers:
+        age(path, 3600)
+    save_tiny_model(target, seed=3)
+    assert model_temporaries(target) == []
+    assert_complete_model(target, 3, new_weights)
+
+
+@pytest.mark.parametrize("error", [OSError, KeyboardInterrupt])
+def test_model_save_that_fails_keeps_the_old_model_and_no_temporary(tmp_path, monkeypatch, error):
+    from safetensors.torch import load_file
+
+    from labelaudit.report import files
+
+    target = tmp_path / "model"
+    old_weights = load_file(str(save_tiny_model(target, seed=1) / "model.safetensors"))
+    original_rename, renames_into_place = os.rename, []
+
+    def rename_fails_into_place(source, destination):
+        if Path(destination) == target:
+            renames_into_place.append(source)
+            if len(renames_into_place) == 1:  # the new folder's; the old one's way back succeeds
+                raise error("rename failed")
+        original_rename(source, destination)
+
+    monkeypatch.setattr(files.os, "rename", rename_fails_into_place)
+    with pytest.raises(error):
+        save_tiny_model(target, seed=2)
+    monkeypatch.undo()
+    assert len(renames_into_place) == 2  # the old folder was moved aside, then put back
+    assert_complete_model(target, 1, old_weights)
+    assert model_temporaries(target) == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]

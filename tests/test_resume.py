@@ -207,11 +207,12 @@ def test_resume_without_a_checkpoint_is_one_line_exit_2(tmp_path, dataset, comma
     assert "run without --resume" in lines[0]
 
 
-def test_resume_with_folds_is_refused(interrupted_scan, dataset):
-    result = runner.invoke(app, ["scan", *cli_args(dataset, interrupted_scan, "--folds", "2", "--resume")])
+def test_a_single_model_checkpoint_does_not_resume_a_folds_scan(interrupted_scan, dataset):
+    result = runner.invoke(app, ["scan", *cli_args(dataset, interrupted_scan, "--seed", "7", "--folds", "2",
+                                                   "--resume")])
     assert result.exit_code == 2
-    assert result.stderr.strip() == ("Error: --resume works for single-model scans only; a scan with --folds "
-                                     "cannot be resumed, run it again without --resume")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "(inputs.folds: 1 then, 2 now)" in lines[0], result.stderr
 
 
 def test_a_finished_train_keeps_an_interrupted_scans_checkpoint(interrupted_scan, dataset):
@@ -323,3 +324,115 @@ def test_real_sigint_to_a_training_process_saves_a_checkpoint(tmp_path, dataset)
     assert 0 <= state["epochs_done"] < 400
     with pytest.raises(LabelAuditError, match="other inputs or settings"):
         run_scan(scan_settings(dataset, out, "elr", resume=True))  # 3 epochs now, 400 then
+
+
+# --- scan --folds: Ctrl-C keeps the finished folds and the current fold's training --------------------
+
+FOLDS = 2  # 32 training images per fold: 2 steps per epoch, 6 per fold
+
+
+def folds_settings(dataset: Path, out: Path, *, folds: int = FOLDS, resume: bool = False) -> ScanSettings:
+    settings = scan_settings(dataset, out, "elr", resume=resume)
+    settings.folds = folds
+    return settings
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_folds(tmp_path_factory, dataset) -> Path:
+    out = tmp_path_factory.mktemp("folds") / "whole"
+    run_scan(folds_settings(dataset, out))
+    return out
+
+
+# (steps before Ctrl-C, fold interrupted, folds done, epochs of that fold saved)
+@pytest.mark.parametrize("interrupt_at, fold, folds_done, epochs_done", [(3, 0, 0, 1), (9, 1, 1, 1), (6, 0, 0, 2)])
+def test_interrupted_then_resumed_folds_scan_equals_an_uninterrupted_one(tmp_path, dataset, uninterrupted_folds,
+                                                                          interrupt_at, fold, folds_done,
+                                                                          epochs_done):
+    out = tmp_path / "resumed"
+    with pytest.raises(TrainingInterrupted) as interrupted:
+        run_scan(folds_settings(dataset, out), progress=CountingProgress(interrupt_at))
+    assert (interrupted.value.fold, interrupted.value.folds_done, interrupted.value.epochs_done) == (
+        fold, folds_done, epochs_done)
+    assert sorted(path.name for path in out.iterdir() if "checkpoint" in path.name) == [SCAN_CHECKPOINT]
+    assert not (out / "samples.parquet").exists()
+    state = torch.load(out / SCAN_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert list(state["completed_folds"]) == list(range(folds_done))
+    assert state["training"]["epochs_done"] == epochs_done
+
+    progress = CountingProgress()
+    resumed = run_scan(folds_settings(dataset, out, resume=True), progress=progress)
+    # finished folds are not trained again; the interrupted one reports its saved epochs as done at once
+    assert progress.stages == [f"fold {k + 1}/{FOLDS}" for k in range(fold, FOLDS)]
+    assert progress.steps == 6 * (FOLDS - fold)
+    assert not any("checkpoint" in path.name for path in out.iterdir())
+
+    expected = pd.read_parquet(uninterrupted_folds / "samples.parquet")
+    actual = pd.read_parquet(out / "samples.parquet")
+    assert len(actual) == 64 and actual["fold"].tolist() == expected["fold"].tolist()
+    for column in SCORES:
+        assert np.allclose(actual[column], expected[column], atol=1e-6, rtol=0), column
+    assert actual["rank"].tolist() == expected["rank"].tolist()
+    import json
+
+    whole_summary = json.loads((uninterrupted_folds / "summary.json").read_text())
+    assert resumed.summary["settings"]["method_settings"] == whole_summary["settings"]["method_settings"]
+
+
+def test_ctrl_c_between_folds_keeps_the_finished_fold(tmp_path, dataset, uninterrupted_folds, monkeypatch):
+    import labelaudit.audit as audit
+
+    calls = {"n": 0}
+    original = audit.predict_proba
+
+    def predict_then_ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # fold 2 trained, Ctrl-C while it scores its rows
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        patch.setattr(audit, "predict_proba", predict_then_ctrl_c)
+        with pytest.raises(TrainingInterrupted) as interrupted:
+            run_scan(folds_settings(dataset, out))
+    assert (interrupted.value.folds_done, interrupted.value.fold, interrupted.value.epochs_done) == (1, 1, 0)
+    progress = CountingProgress()
+    run_scan(folds_settings(dataset, out, resume=True), progress=progress)
+    assert progress.stages == [f"fold 2/{FOLDS}"] and progress.steps == 6  # fold 2 again, from its start
+    expected = pd.read_parquet(uninterrupted_folds / "samples.parquet")
+    actual = pd.read_parquet(out / "samples.parquet")
+    assert np.allclose(actual["error_probability"], expected["error_probability"], atol=1e-6, rtol=0)
+
+
+def test_ctrl_c_in_a_folds_scan_prints_the_hint_and_resume_refuses_other_settings(tmp_path, dataset, monkeypatch):
+    steps = {"n": 0}
+    original_advance = console.RichProgress.advance
+
+    def advance_then_ctrl_c(self, n: int = 1) -> None:
+        original_advance(self, n)
+        steps["n"] += n
+        if steps["n"] == 9:  # fold 2, one step into its second epoch
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    args = ["scan", *cli_args(dataset, out, "--seed", "7", "--folds", str(FOLDS))]
+    with monkeypatch.context() as patch:
+        patch.setattr(console.RichProgress, "advance", advance_then_ctrl_c)
+        interrupted = runner.invoke(app, args)
+    assert interrupted.exit_code == 130
+    lines = interrupted.stderr.strip().splitlines()
+    assert lines == [f"Interrupted: 1 of 2 folds and 1 of 3 epochs of fold 2 saved in {out / SCAN_CHECKPOINT}; "
+                     "to continue, run the same `labelaudit scan` command with --resume"], interrupted.stderr
+
+    for change, message in [(["--folds", "3"], "(inputs.folds: 2 then, 3 now)"),
+                            (["--lr", "0.1"], "(train.lr: 0.05 then, 0.1 now)"),
+                            (["--folds", "1"], "(inputs.folds: 2 then, 1 now)")]:
+        refused = runner.invoke(app, [*args, "--resume", *change])
+        assert refused.exit_code == 2
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: the checkpoint ") and message in lines[0], lines
+    assert (out / SCAN_CHECKPOINT).is_file()
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert not (out / SCAN_CHECKPOINT).exists() and (out / "samples.parquet").is_file()

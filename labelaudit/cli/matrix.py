@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import numpy as np
 import typer
 from rich.table import Table
 
-from ..matrix import MatrixResult, MatrixSettings, run_matrix, scan_train_config, top_confusions
-from ..report.rundir import read_run_record
 from . import options as opt
 from .app import app
 from .console import RichProgress, print_json, stderr, stdout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..matrix import MatrixResult
 
 #: off-diagonal cells at or above this share are highlighted in the table
 HIGHLIGHT = 0.05
@@ -47,6 +48,7 @@ def matrix(
     delimiter: Annotated[Optional[str], typer.Option(
         "--delimiter", help="Trusted CSV field separator (default: the scan's).", rich_help_panel=opt.DATA)] = None,
     workers: opt.Workers = None,
+    no_cache: opt.NoCache = False,
     quiet: opt.Quiet = False,
     json_output: opt.Json = False,
 ) -> None:
@@ -55,7 +57,11 @@ def matrix(
 
     Training options set the GLC cross-entropy model; by default it uses the scan's settings.
     """
-    record = read_run_record(out)
+    from ..report.rundir import read_run_record
+
+    record = read_run_record(out)  # no scan: a one-line error before torch is imported
+    from ..matrix import MatrixSettings, run_matrix, scan_train_config
+
     config = scan_train_config(
         record, model=model, pretrained=pretrained, weights=str(weights) if weights else None,
         image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
@@ -64,7 +70,7 @@ def matrix(
     settings = MatrixSettings(
         out=out, trusted_csv=trusted, train=config, bootstrap=bootstrap, workers=workers,
         path_column=path_column or record.path_column, label_column=label_column or record.label_column,
-        delimiter=delimiter or record.delimiter,
+        delimiter=delimiter or record.delimiter, cache=not no_cache,
     )
     with RichProgress(enabled=not quiet and not json_output) as progress:
         result = run_matrix(settings, progress=progress, decode_progress=progress.decode)
@@ -108,6 +114,8 @@ def transition_table(result: MatrixResult) -> Table:
 
 
 def print_matrix(result: MatrixResult) -> None:
+    from ..matrix import top_confusions
+
     summary: dict[str, Any] = result.summary
     estimate = result.estimates[result.best]
     stdout.print(transition_table(result))

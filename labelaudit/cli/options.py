@@ -8,7 +8,10 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from ..train.config import DEFAULT_MODEL, TrainConfig
+from ..errors import LabelAuditError
+from ..train.config import (
+    AUTO_BATCH_CAP, DEFAULT_BATCH_SIZE, DEFAULT_MODEL, TrainConfig, parse_batch_size,
+)
 
 DEFAULTS = TrainConfig()
 TRAINING = "Training"
@@ -36,7 +39,21 @@ ImageSize = Annotated[int, typer.Option("--image-size", min=8, help="Images are 
                                         rich_help_panel=TRAINING)]
 Epochs = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Default: about 800 optimiser steps "
                                                "(10 to 200 epochs).", rich_help_panel=TRAINING)]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=2, rich_help_panel=TRAINING)]
+
+
+def _batch_size_option(text: str) -> int | str:
+    try:
+        return parse_batch_size(text)
+    except LabelAuditError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+BatchSize = Annotated[str, typer.Option(
+    "--batch-size", parser=_batch_size_option, metavar="N|auto",
+    help=f"Images per optimiser step (per process under torchrun): N >= 2, or auto: on a CUDA GPU the largest "
+    f"batch that fits in its memory (probed, then halved as a safety margin; at most {AUTO_BATCH_CAP}); "
+    f"on CPU and MPS auto is the default {DEFAULT_BATCH_SIZE}, as memory is not the limit there.",
+    rich_help_panel=TRAINING)]
 LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Peak SGD learning rate (cosine schedule).",
                                              rich_help_panel=TRAINING)]
 Seed = Annotated[int, typer.Option("--seed", rich_help_panel=TRAINING)]
@@ -72,7 +89,7 @@ NoCache = Annotated[bool, typer.Option("--no-cache", help="Decode every image ag
 
 
 def train_config(*, model: str, pretrained: bool, weights: Path | None, image_size: int, epochs: int | None,
-                 batch_size: int, lr: float, seed: int, device: str, flip: bool, compile: bool) -> TrainConfig:
+                 batch_size: int | str, lr: float, seed: int, device: str, flip: bool, compile: bool) -> TrainConfig:
     return TrainConfig(model=model, pretrained=pretrained, weights=str(weights) if weights else None,
                        image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        device=device, flip=flip, compile=compile)

@@ -7,10 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..audit import DatasetSpec
 from ..errors import LabelAuditError
-from ..methods.registry import method_names
-from ..training import TrainSettings, run_train
 from . import options as opt
 from .app import app
 from .console import RichProgress, print_json, stdout
@@ -110,6 +107,9 @@ def train(
             source = ctx.get_parameter_source(name)
             if source is not None and source.name != "DEFAULT":  # by name: typer vendors its own click
                 raise LabelAuditError(f"{flag} needs IMAGES LABELS.csv; without them the scan's dataset is reused")
+    from ..audit import DatasetSpec  # torch loads here, not for --help or the usage errors above
+    from ..training import TrainSettings, run_train
+
     if images is not None and labels is not None:
         dataset = DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,
                               delimiter=delimiter, classes_file=classes)
@@ -149,6 +149,8 @@ def train(
 
 def method_options(method: str, given: dict[str, Any]) -> dict[str, Any]:
     """Constructor options of ``method`` from the given ``--option: value`` pairs; refuse ones it does not take."""
+    from ..methods.registry import method_names
+
     options = {}
     for flag, value in given.items():
         if value is None:

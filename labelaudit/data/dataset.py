@@ -28,7 +28,7 @@ import pandas as pd
 
 from labelaudit.data.cache import DecodeReport, decode_files
 from labelaudit.data.csvio import read_label_csv
-from labelaudit.data.paths import resolve_under_root
+from labelaudit.data.paths import PathConfiner
 from labelaudit.errors import LabelAuditError
 from labelaudit.report.schema import AUDITED, SAMPLES_COLUMNS
 
@@ -136,8 +136,8 @@ def load_labelled_images(
 
     statuses, files = _path_and_label_statuses(root, csv_paths, labels, class_list)
     rows_of_file = _mark_duplicates(statuses, files, labels)
-    decoded = decode_files(list(rows_of_file), image_size, cache_dir=cache_dir, workers=workers,
-                           max_pixels=max_pixels, progress=progress)
+    decoded = decode_files([Path(file) for file in rows_of_file], image_size, cache_dir=cache_dir,
+                           workers=workers, max_pixels=max_pixels, progress=progress)
     reasons = decoded.reasons
     for rows, reason in zip(rows_of_file.values(), reasons):
         if reason is not None:
@@ -224,13 +224,14 @@ def _check_class_list(classes: Sequence[str]) -> list[str]:
 
 def _path_and_label_statuses(
     root: Path, csv_paths: list[str], labels: list[str], class_list: list[str] | None
-) -> tuple[list[str | None], list[Path | None]]:
+) -> tuple[list[str | None], list[str | None]]:
     """Per row: the first path or label problem (None if none), and the resolved file."""
     known = set(class_list) if class_list is not None else None
+    resolve = PathConfiner(root).resolve
     statuses: list[str | None] = []
-    files: list[Path | None] = []
+    files: list[str | None] = []
     for csv_path, label in zip(csv_paths, labels):
-        resolved, reason = resolve_under_root(root, csv_path)
+        resolved, reason = resolve(csv_path)
         if reason is None and not label:
             reason = EMPTY_LABEL
         elif reason is None and known is not None and label not in known:
@@ -241,18 +242,18 @@ def _path_and_label_statuses(
 
 
 def _mark_duplicates(
-    statuses: list[str | None], files: list[Path | None], labels: list[str]
-) -> dict[Path, list[int]]:
+    statuses: list[str | None], files: list[str | None], labels: list[str]
+) -> dict[str, list[int]]:
     """Set duplicate statuses in place.
 
-    Returns each file still to decode with its rows: the row that audits it first, then
-    its ``duplicate`` rows.
+    Returns each file still to decode (resolved path) with its rows: the row that audits it
+    first, then its ``duplicate`` rows.
     """
-    rows_of_file: dict[Path, list[int]] = {}
+    rows_of_file: dict[str, list[int]] = {}
     for i, (status, file) in enumerate(zip(statuses, files)):
         if status is None and file is not None:
             rows_of_file.setdefault(file, []).append(i)
-    kept: dict[Path, list[int]] = {}
+    kept: dict[str, list[int]] = {}
     for file, rows in rows_of_file.items():
         if len({labels[i] for i in rows}) > 1:
             for i in rows:

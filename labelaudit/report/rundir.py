@@ -25,7 +25,12 @@ def sha256_of_file(path: str | Path) -> str:
 
 @dataclass
 class RunRecord:
-    """Contents of ``run.json``: the dataset and settings of the scan that made the directory."""
+    """Contents of ``run.json``: the dataset and settings of the scan that made the directory.
+
+    ``image_cache``: whether the scan read and updated the decode cache in ``OUT/cache`` (False with
+    ``--no-cache`` or when the folder could not be used; None in a run.json written before it was
+    recorded).
+    """
 
     images_root: str
     labels_csv: str
@@ -38,6 +43,7 @@ class RunRecord:
     method: str
     folds: int
     train: dict[str, Any]
+    image_cache: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -6,7 +6,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..errors import LabelAuditError
+
 DEFAULT_MODEL = "resnet10t"
+DEFAULT_BATCH_SIZE = 32
+#: ``--batch-size auto`` never chooses more than this per process
+AUTO_BATCH_CAP = 1024
+#: ``--batch-size auto``: on CUDA the largest batch that fits (probed), elsewhere DEFAULT_BATCH_SIZE
+AUTO_BATCH_SIZE = "auto"
 #: With ``--epochs`` unset, train for about this many optimiser steps, in 10 to 200 epochs: a small
 #: dataset needs many passes to be learned, a large one few.
 AUTO_STEPS = 800
@@ -22,7 +29,8 @@ class TrainConfig:
     weights: str | None = None
     image_size: int = 32
     epochs: int | None = None  # None: enough epochs for about AUTO_STEPS optimiser steps
-    batch_size: int = 32
+    batch_size: int | str = DEFAULT_BATCH_SIZE  # an int >= 2, or "auto" until fit() resolves it
+    batch_size_choice: str | None = None  # how fit() chose batch_size (set in place when training starts)
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -32,12 +40,42 @@ class TrainConfig:
     crop_padding: int | None = None  # None: image_size // 8
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        self.batch_size = parse_batch_size(self.batch_size)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def auto_batch_size(self) -> bool:
+        """True while ``--batch-size auto`` waits to be resolved by the training loop."""
+        return self.batch_size == AUTO_BATCH_SIZE
+
+    def set_batch_size(self, batch_size: int, choice: str) -> None:
+        """Record the batch size training uses and how it was chosen.
+
+        Called by ``fit`` on the caller's config *in place*: what is saved after training
+        (config.json, summary.json) then holds the number, and later fits with the same config
+        (folds, a first-stage model) reuse it instead of probing again.
+        """
+        self.batch_size, self.batch_size_choice = parse_batch_size(batch_size), choice
 
     def epochs_for(self, n_samples: int) -> int:
         """The number of epochs to train ``n_samples`` rows for (``epochs`` if set, else automatic)."""
         if self.epochs:
             return self.epochs
-        steps_per_epoch = max(1, n_samples // max(1, min(self.batch_size, n_samples)))
+        # An unresolved "auto" counts as the default: it is what CPU runs use.
+        batch_size = DEFAULT_BATCH_SIZE if self.auto_batch_size else int(self.batch_size)
+        steps_per_epoch = max(1, n_samples // max(1, min(batch_size, n_samples)))
         return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, math.ceil(AUTO_STEPS / steps_per_epoch))))
+
+
+def parse_batch_size(value: int | str) -> int | str:
+    """``--batch-size``: an integer of at least 2 (a batch of one breaks BatchNorm), or ``"auto"``."""
+    text = str(value).strip().lower()
+    if text == AUTO_BATCH_SIZE:
+        return AUTO_BATCH_SIZE
+    number = int(text) if text.isascii() and text.isdigit() else 0
+    if number < 2:
+        raise LabelAuditError(f"batch size must be an integer of at least 2 or 'auto', not {value!r}")
+    return number

@@ -149,6 +149,9 @@ def fit(
     if n_samples < 2:
         raise LabelAuditError("need at least 2 images to train")
     trusted_mask = np.zeros(n_samples, bool) if trusted is None else np.asarray(trusted, bool)
+    # --batch-size auto becomes a number here, in ``config`` itself, so callers save the number used.
+    accelerator.resolve_batch_size(config, method, n_samples=n_samples, n_classes=n_classes,
+                                   create_network=lambda: accelerator.prepare_model(create_network(config, n_classes)))
     ctx = TrainContext(images, labels, n_classes, config, accelerator, trusted_mask, progress)
     ctx.method = method
     epochs = ctx.epochs
@@ -173,7 +176,8 @@ def fit(
     mean, std = (torch.tensor(v, device=accelerator.device) for v in normalisation_of(networks[0]))
     padding = config.image_size // 8 if config.crop_padding is None else config.crop_padding
 
-    host_images = accelerator.host_tensor(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+    # Batches are gathered from the uint8 array (often a memory map of the decode cache) as needed:
+    # the images are never copied whole, nor pinned whole for a GPU.
     host_labels = torch.as_tensor(labels, dtype=torch.int64)
     host_trusted = torch.as_tensor(trusted_mask)
 
@@ -211,7 +215,7 @@ def fit(
             loss_sum = torch.zeros((), device=accelerator.device)
             for start in range(0, steps_per_epoch * batch_size, batch_size):
                 rows = order[start:start + batch_size]
-                images_batch = normalise(accelerator.to_device(host_images[rows]), mean, std)
+                images_batch = normalise(accelerator.to_device(accelerator.host_batch(images, rows)), mean, std)
                 batch = Batch(
                     images=random_crop_flip(images_batch, padding=padding, flip=config.flip, generator=generator),
                     labels=accelerator.to_device(host_labels[rows]),
@@ -266,10 +270,10 @@ def predict_proba(
     was_training = networks.training
     networks.eval()
     mean, std = (torch.tensor(v, device=accelerator.device) for v in normalisation_of(networks[0]))
-    host_images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = normalise(accelerator.to_device(host_images[start:start + batch_size]), mean, std)
+        rows = slice(start, start + batch_size)
+        batch = normalise(accelerator.to_device(accelerator.host_batch(images, rows)), mean, std)
         with accelerator.autocast():
             outputs.append(method.predict_proba(batch).double().cpu())
     networks.train(was_training)
