@@ -121,6 +121,10 @@ def run_setting(work: Path, maker, noise: str, rate: float, args: argparse.Names
     errors["cleanlab"] = float(np.abs(cleanlab_transition(labels, probs / probs.sum(1, keepdims=True))
                                       - realised).mean())
 
+    if args.cleanlab_ce_folds:
+        errors["cleanlab_ce_oof"] = cleanlab_on_cross_entropy(work / f"out-{noise}-ce", data_dir, config, args,
+                                                              classes, realised)
+
     glc_accuracy = ce_model_accuracy(out, data_dir, gold, classes)
     is_error = true_labels != labels
     untrusted = audited["trusted_label"].isna().to_numpy()
@@ -141,6 +145,20 @@ def run_setting(work: Path, maker, noise: str, rate: float, args: argparse.Names
         "glc_model_accuracy": glc_accuracy,
         "scan_seconds": scan_seconds, "matrix_seconds": matrix_seconds,
     }
+
+
+def cleanlab_on_cross_entropy(out: Path, data_dir: Path, config: TrainConfig, args: argparse.Namespace,
+                              classes: list[str], realised: np.ndarray) -> float:
+    """cleanlab's T from out-of-fold probabilities of a cross-entropy model (``scan --method ce --folds K``),
+    the way cleanlab is usually fed, against the realised T; mean absolute error per cell."""
+    run_scan(ScanSettings(dataset=DatasetSpec(data_dir / "images", data_dir / "labels.csv"), out=out,
+                          train=config, method="ce", folds=args.cleanlab_ce_folds, force=True))
+    predictions = load_predictions(out)
+    scan_classes = pd.read_parquet(out / "classes.parquet")["label"].tolist()
+    assert scan_classes == classes, "the two scans must order the classes alike"
+    probs = predictions["pred_probs"].astype(np.float64)
+    return float(np.abs(cleanlab_transition(predictions["labels"], probs / probs.sum(1, keepdims=True))
+                        - realised).mean())
 
 
 def ce_model_accuracy(out: Path, data_dir: Path, gold: Path, classes: list[str]) -> float:
@@ -196,6 +214,11 @@ def report(rows: list[dict], args: argparse.Namespace, seconds: float) -> str:
                                          f"{r['trusted']} trusted" for r in rows),
               "(for scale: an estimate equal to the identity would score "
               + ", ".join(f"{r['realised_offdiag_mean']:.4f} ({r['title']})" for r in rows) + ")"]
+    with_ce = [r for r in rows if "cleanlab_ce_oof" in r["errors"]]
+    if with_ce:
+        lines += ["", f"cleanlab on out-of-fold probabilities of a cross-entropy scan ({args.cleanlab_ce_folds} folds): "
+                  + "; ".join(f"{r['title']}: {r['errors']['cleanlab_ce_oof']:.4f} (glc / this = "
+                              f"{r['errors']['glc'] / r['errors']['cleanlab_ce_oof']:.2f})" for r in with_ce)]
     pairs = next((r for r in rows if r["title"] == "pairs"), None)
     if pairs is not None:
         ratio = pairs["errors"]["glc"] / pairs["errors"]["cleanlab"]
@@ -213,6 +236,9 @@ def main() -> None:
                         help=f"epochs of the scan and of GLC's model (default {BENCH_EPOCHS}; 0 = labelaudit's "
                              "automatic count)")
     parser.add_argument("--model", default=BENCH_MODEL)
+    parser.add_argument("--cleanlab-ce-folds", type=int, default=0,
+                        help="also give cleanlab the out-of-fold probabilities of a cross-entropy scan with this "
+                             "many folds (how cleanlab is usually fed); 0 = skip")
     parser.add_argument("--image-size", type=int, default=BENCH_IMAGE_SIZE,
                         help="pixel size the 32-px images are trained at")
     parser.add_argument("--batch-size", type=int, default=BENCH_BATCH_SIZE)
