@@ -132,6 +132,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     checkpoint = Checkpointing(checkpoint_path(out, "scan"), resume=settings.resume, inputs=inputs)
     trained = train_and_score_inputs(data, settings, progress, checkpoint=checkpoint)
     if not distributed.is_main_process():  # under torchrun process 0 alone scores and writes the run directory
+        distributed.barrier()  # ... and all processes leave together (one leaving early can abort at exit)
         return ScanResult(out=out, summary={}, samples=pd.DataFrame(), classes=pd.DataFrame())
     model_dir = None
     if trained.method is not None:
@@ -173,6 +174,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     write_json(out / SUMMARY_FILE, summary)
     record.image_cache = data.decoding.cache_used if data.decoding is not None else None
     write_run_record(out, record)
+    distributed.barrier()
     return ScanResult(out=out, summary=summary, samples=samples, classes=classes)
 
 

@@ -134,6 +134,7 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
         metrics.update(final, val_rows=validation.rows, val_used=int(len(validation.labels)),
                        val_skipped=sum(validation.skipped.values()), val_skipped_reasons=validation.skipped)
     if not distributed.is_main_process():  # under torchrun process 0 alone writes the model
+        distributed.barrier()  # ... and all processes leave together (one leaving early can abort at exit)
         return TrainResult(out=out, model_dir=out / MODEL_DIR, method=fitted.method, config=config,
                            classes=data.classes, metrics=metrics, summary={})
     model_dir = save_model(out / MODEL_DIR, fitted.method, config, data.classes, metrics=metrics)
@@ -143,6 +144,7 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
                                                _metadata(spec, data, settings.method, config, fitted.method))
     summary = _summary(settings.method, fitted.method, config, data, metrics, model_dir, out, transition_path,
                        glc_info, notes, time.perf_counter() - started)
+    distributed.barrier()
     return TrainResult(out=out, model_dir=model_dir, method=fitted.method, config=config, classes=data.classes,
                        metrics=metrics, summary=summary)
 
