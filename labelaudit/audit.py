@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -234,9 +235,9 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
     n_classes = len(data.classes)
     saved = None
     if checkpoint is not None and distributed.world_size() == 1:
-        fingerprint = run_fingerprint(checkpoint.inputs, method_name=settings.method, config=settings.train.to_dict(),
-                                      images=data.images, labels=data.labels,
-                                      trusted=np.zeros(len(data.labels), bool), n_classes=n_classes)
+        fingerprint = partial(run_fingerprint, checkpoint.inputs, method_name=settings.method,
+                              config=settings.train.to_dict(), images=data.images, labels=data.labels,
+                              trusted=np.zeros(len(data.labels), bool), n_classes=n_classes)
         saved = FoldCheckpoint.open(checkpoint, fingerprint, assignment, n_classes)
     done = saved.progress if saved is not None else FoldProgress.empty(assignment, n_classes)
     for fold in distributed.assigned_folds(settings.folds):  # under torchrun: fold k on process k mod N

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -155,12 +156,11 @@ def fit(
     ctx = TrainContext(images, labels, n_classes, config, accelerator, trusted_mask, progress)
     ctx.method = method
     epochs = ctx.epochs
-    fingerprint, saved = None, None
-    if checkpoint is not None:
-        fingerprint = run_fingerprint(checkpoint.inputs, method_name=method.name, config=config.to_dict(),
-                                      images=images, labels=labels, trusted=trusted_mask, n_classes=n_classes)
-        if checkpoint.resume:
-            saved = load_checkpoint(checkpoint.path, fingerprint)
+    # Called only when a checkpoint is read or written: it hashes every training image.
+    fingerprint = None if checkpoint is None else partial(
+        run_fingerprint, checkpoint.inputs, method_name=method.name, config=config.to_dict(), images=images,
+        labels=labels, trusted=trusted_mask, n_classes=n_classes)
+    saved = load_checkpoint(checkpoint.path, fingerprint()) if checkpoint is not None and checkpoint.resume else None
     if saved is not None:
         # Everything prepare() set up (a first-stage model's result included) is in the saved state.
         method.build_networks(ctx.create_network, n_classes)
@@ -247,7 +247,7 @@ def fit(
         if checkpoint is None or fingerprint is None or boundary_state is None:
             raise
         if distributed.is_main_process():
-            save_checkpoint(checkpoint.path, boundary_state, fingerprint)
+            save_checkpoint(checkpoint.path, boundary_state, fingerprint())
         raise TrainingInterrupted(checkpoint.path, boundary_state["epochs_done"], epochs) from None
     progress.finish()
     if checkpoint is not None:

@@ -27,7 +27,7 @@ import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -126,11 +126,12 @@ class FoldProgress:
 class FoldCheckpoint:
     """Ctrl-C and ``--resume`` for the fold loop of ``scan --folds`` (one process).
 
-    checkpoint: the scan's checkpoint file and inputs; fingerprint: :func:`run_fingerprint` of all
-    rows; progress: the finished folds — loaded from the file by :meth:`open` on resume.
+    checkpoint: the scan's checkpoint file and inputs; fingerprint: gives :func:`run_fingerprint` of all
+    rows (it hashes every image, so it is called only when the file is read or written); progress: the
+    finished folds — loaded from the file by :meth:`open` on resume.
     """
 
-    def __init__(self, checkpoint: Checkpointing, fingerprint: dict[str, Any], progress: FoldProgress,
+    def __init__(self, checkpoint: Checkpointing, fingerprint: Callable[[], dict[str, Any]], progress: FoldProgress,
                  resume_fold: int | None = None) -> None:
         self.checkpoint, self.fingerprint, self.progress = checkpoint, fingerprint, progress
         self.resume_fold = resume_fold  # the fold whose training continues from a saved state
@@ -138,14 +139,14 @@ class FoldCheckpoint:
             FOLD_TRAINING_FILE.format(command=checkpoint.inputs.get("command", "scan")))
 
     @classmethod
-    def open(cls, checkpoint: Checkpointing, fingerprint: dict[str, Any], assignment: np.ndarray,
+    def open(cls, checkpoint: Checkpointing, fingerprint: Callable[[], dict[str, Any]], assignment: np.ndarray,
              n_classes: int) -> "FoldCheckpoint":
         """Start afresh, or with ``checkpoint.resume`` continue from the saved folds (refused with one
         line when the file was made from other inputs or settings)."""
         progress = FoldProgress.empty(assignment, n_classes)
         if not checkpoint.resume:
             return cls(checkpoint, fingerprint, progress)
-        state = load_checkpoint(checkpoint.path, fingerprint)
+        state = load_checkpoint(checkpoint.path, fingerprint())
         saved_assignment = state.get("fold_assignment")
         if not isinstance(saved_assignment, torch.Tensor) or not np.array_equal(saved_assignment.numpy(), assignment):
             raise LabelAuditError(f"the checkpoint {checkpoint.path} does not hold this scan's folds; run without "
@@ -176,7 +177,7 @@ class FoldCheckpoint:
             epochs_done, epochs = interruption.epochs_done, interruption.epochs
         payload = {
             "format": FORMAT_VERSION, "labelaudit_version": __version__,
-            "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
+            "fingerprint": json.dumps(self.fingerprint(), sort_keys=True),
             "fold_assignment": torch.from_numpy(np.asarray(self.progress.assignment, np.int64)),
             "pred_probs": torch.from_numpy(np.ascontiguousarray(self.progress.pred_probs, np.float64)),
             "completed_folds": list(self.progress.completed),
