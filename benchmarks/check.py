@@ -15,8 +15,9 @@ Making the data is not timed.
 
 from __future__ import annotations
 
+import sys
+
 import argparse
-import importlib.util
 import os
 import platform
 import shutil
@@ -32,14 +33,10 @@ from labelaudit.train.checkpoint import save_model
 from labelaudit.train.loop import TrainConfig, create_network
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sample_maker import load_maker  # noqa: E402
+
 STAGES = ("load_seconds", "decode_seconds", "inference_seconds", "scoring_seconds")
-
-
-def load_maker():
-    spec = importlib.util.spec_from_file_location("sample_make", REPO / "sample_data" / "make.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_random_model(directory: Path, classes: list[str], image_size: int, architecture: str) -> Path:

@@ -15,7 +15,6 @@ Needs the bench extra: pip install ".[bench]".
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import platform
 import subprocess
 import sys
@@ -31,13 +30,8 @@ from labelaudit.core.metrics import average_precision, precision_recall
 from labelaudit.train.loop import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_maker():
-    spec = importlib.util.spec_from_file_location("sample_make", REPO / "sample_data" / "make.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sample_maker import load_maker  # noqa: E402
 
 
 def truth_mask(data_dir: Path, samples: pd.DataFrame) -> np.ndarray:

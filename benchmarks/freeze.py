@@ -17,7 +17,6 @@ projections of the pixels and the AUPRC says little about what pretrained featur
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -33,13 +32,8 @@ import pandas as pd
 from labelaudit.core.metrics import average_precision
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_maker():
-    spec = importlib.util.spec_from_file_location("sample_make", REPO / "sample_data" / "make.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sample_maker import load_maker  # noqa: E402
 
 
 def planted_auprc(data_dir: Path, out: Path) -> tuple[float, float]:

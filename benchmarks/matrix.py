@@ -22,7 +22,6 @@ Needs cleanlab (the bench extra).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import shutil
@@ -42,6 +41,9 @@ from labelaudit.report.rundir import load_predictions
 from labelaudit.train.loop import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sample_maker import load_maker  # noqa: E402
+
 SETTINGS = (("pairs", 0.4, "40% class-dependent (pairs)"), ("symmetric", 0.2, "20% symmetric"))
 ESTIMATORS = ("glc", "confident_joint", "anchor")
 # The methods benchmark's training setup: a backbone that learns these shapes on 2 CPU cores in minutes.
@@ -50,13 +52,6 @@ BENCH_IMAGE_SIZE = 16
 BENCH_EPOCHS = 60
 BENCH_BATCH_SIZE = 64
 BENCH_LR = 0.1
-
-
-def load_maker():
-    spec = importlib.util.spec_from_file_location("sample_make", REPO / "sample_data" / "make.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_gold(data_dir: Path, fraction: float, seed: int) -> Path:

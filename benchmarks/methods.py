@@ -20,7 +20,6 @@ process were many times slower than one.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import multiprocessing
 import os
 import platform
@@ -41,6 +40,9 @@ from labelaudit.train.loop import predict_proba
 from labelaudit.training import TrainSettings, run_train
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sample_maker import load_maker  # noqa: E402
+
 METHODS = ("ce", "elr", "elr+", "forward", "nal", "glc")
 
 
@@ -58,13 +60,6 @@ class NoiseSetting:
 
 SETTINGS = {s.key: s for s in (NoiseSetting("sym20", "symmetric", 0.2), NoiseSetting("sym50", "symmetric", 0.5),
                                NoiseSetting("pairs40", "pairs", 0.4))}
-
-
-def load_sample_maker():
-    spec = importlib.util.spec_from_file_location("sample_make", REPO / "sample_data" / "make.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -131,7 +126,7 @@ def run(args: argparse.Namespace) -> str:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods: {', '.join(unknown)}")
-    maker = load_sample_maker()
+    maker = load_maker()
     overrides = {"model": args.model, "image_size": args.image_size, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "device": "cpu"}
     started = time.perf_counter()

@@ -27,7 +27,6 @@ Making the images is not timed (they are kept in --data for later runs).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -38,15 +37,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sample_maker import load_maker  # noqa: E402
+
 PYTHON = sys.executable
 LABELAUDIT = [PYTHON, "-m", "labelaudit"]
-
-
-def load_maker():
-    spec = importlib.util.spec_from_file_location("sample_make", REPO / "sample_data" / "make.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dataset(data_dir: Path, n_images: int, source_size: int) -> Path:
