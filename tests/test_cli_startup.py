@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,52 @@ def test_bad_input_fails_before_torch_is_imported(tmp_path):
             assert result.exit_code == 2 and result.output.startswith("Error:"), result.output
     """)
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_garbage_collection_waits_for_the_imports_then_runs_during_the_work(scanned_run, tmp_path):
+    """Each command resumes collection (after freezing what start-up made) once its libraries are loaded."""
+    run = tmp_path / "run"
+    shutil.copytree(scanned_run, run)
+    script = textwrap.dedent(f"""
+        import gc, json, sys
+        import labelaudit.audit, labelaudit.cli.check, labelaudit.cli.export, labelaudit.cli.report
+        import labelaudit.matrix, labelaudit.training
+        from labelaudit.cli.app import main
+        from labelaudit.errors import LabelAuditError
+
+        seen = {{}}
+
+        def stand_in(command):
+            def record(*args, **kwargs):
+                seen[command] = {{"collecting": gc.isenabled(), "frozen": gc.get_freeze_count(),
+                                  "timm": "timm" in sys.modules}}
+                raise LabelAuditError("stopped by the test")
+            return record
+
+        labelaudit.audit.run_scan = stand_in("scan")
+        labelaudit.training.run_train = stand_in("train")
+        labelaudit.matrix.run_matrix = stand_in("matrix")
+        labelaudit.cli.check.run_check = stand_in("check")
+        labelaudit.cli.report.load_run = stand_in("report")
+        labelaudit.cli.export.load_run = stand_in("export")
+        run = {str(run)!r}
+        for args in (["scan", "IMAGES", "LABELS.csv", "-o", run + "-new"], ["train", "IMAGES", "LABELS.csv", "-o", run],
+                     ["matrix", "-o", run], ["check", "IMAGES", "BATCH.csv", "--model", run + "/model"],
+                     ["report", "-o", run], ["export", "-o", run]):
+            gc.unfreeze()
+            sys.argv = ["labelaudit", *args]
+            try:
+                main()
+            except SystemExit as exit:
+                assert exit.code == 2, (args, exit.code)
+            assert gc.isenabled(), args
+        print(json.dumps(seen))
+    """)
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    seen = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert set(seen) == {"scan", "train", "matrix", "check", "report", "export"}
+    for command, state in seen.items():
+        assert state["collecting"], command
+        assert state["frozen"] > 1000, (command, state)  # start-up's objects were frozen, not collected
+    assert all(seen[command]["timm"] for command in ("scan", "train", "matrix", "check"))

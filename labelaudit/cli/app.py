@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import LabelAuditError
+from . import startup
 
 
 #: files named in full in the line printed on Ctrl-C; more are counted
@@ -96,4 +97,5 @@ _register_commands()
 
 
 def main() -> None:
+    startup.pause_collection()
     app()

@@ -20,6 +20,7 @@ from ..gate import CheckResult, CheckSettings, Limits, percent, run_check
 from ..report.junit import write_junit
 from ..report.schema import RUN_FILE
 from . import options as opt
+from . import startup
 from .app import app
 from .console import RichProgress, print_json, stderr, stdout
 
@@ -87,6 +88,10 @@ def check(
         path_column=path_column, label_column=label_column, delimiter=delimiter, device=device,
         max_pixels=max_pixels, workers=workers, worst=top,
     )
+    settings.limits.validate()  # bad limits: one line before torch loads
+    from ..train.checkpoint import load_model  # noqa: F401  (torch and timm load here)
+
+    startup.imports_done()
     with RichProgress(enabled=not quiet and not json_output) as progress:
         result = run_check(settings, progress=progress, decode_progress=progress.decode)
     write_ci_outputs(result, junit=junit, github=output_format is OutputFormat.github,

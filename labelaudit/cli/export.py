@@ -11,6 +11,7 @@ import typer
 from ..errors import LabelAuditError
 from ..report.views import RELABEL_CSV, load_run, relabel_frame, write_relabel_csv
 from . import options as opt
+from . import startup
 from .app import app
 from .console import stderr
 
@@ -28,6 +29,7 @@ def export(
         "--output", help=f"File to write (default RUN_DIR/{RELABEL_CSV}); - for stdout.")] = None,
 ) -> None:
     """Export suggested relabels (path, given_label, suggested_label, error_probability), most suspicious first."""
+    startup.imports_done()
     if format not in FORMATS:
         raise LabelAuditError(f"unknown format {format!r}; formats: {', '.join(FORMATS)}")
     if not 0.0 <= min_error_probability <= 1.0:

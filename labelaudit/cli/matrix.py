@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from . import options as opt
+from . import startup
 from .app import app
 from .console import RichProgress, print_json, stderr, stdout
 
@@ -61,6 +62,8 @@ def matrix(
 
     record = read_run_record(out)  # no scan: a one-line error before torch is imported
     from ..matrix import MatrixSettings, run_matrix, scan_train_config
+
+    startup.imports_done()
 
     config = scan_train_config(
         record, model=model, pretrained=pretrained, weights=str(weights) if weights else None,

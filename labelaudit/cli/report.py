@@ -17,6 +17,7 @@ from ..report.views import (
     REPORT_HTML, SUSPECTS_PNG, RunView, check_class, load_run, load_thumbnails, skipped_rows, top_suspects,
 )
 from . import options as opt
+from . import startup
 from .app import app
 from .console import stdout
 from .views import suspects_table
@@ -37,6 +38,7 @@ def report(
     quiet: opt.Quiet = False,
 ) -> None:
     """Show a scan's suspects, per-class numbers and noise matrix; write report.html and suspects.png."""
+    startup.imports_done()
     if top < 1:
         raise LabelAuditError(f"--top must be at least 1, got {top}")
     if html is not None and no_html:

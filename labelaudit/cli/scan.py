@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from . import options as opt
+from . import startup
 from .app import app
 from .console import RichProgress, print_json, stderr
 from .views import print_scan_summary
@@ -52,7 +53,9 @@ def scan(
     json_output: opt.Json = False,
 ) -> None:
     """Train a noise-robust model on the labelled images and score every row for label errors."""
-    from ..audit import DatasetSpec, ScanSettings, run_scan  # torch loads here, not for --help
+    from ..audit import DatasetSpec, ScanSettings, run_scan  # torch and timm load here, not for --help
+
+    startup.imports_done()
 
     settings = ScanSettings(
         dataset=DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import LabelAuditError
 from . import options as opt
+from . import startup
 from .app import app
 from .console import RichProgress, print_json, stdout
 
@@ -109,6 +110,8 @@ def train(
                 raise LabelAuditError(f"{flag} needs IMAGES LABELS.csv; without them the scan's dataset is reused")
     from ..audit import DatasetSpec  # torch loads here, not for --help or the usage errors above
     from ..training import TrainSettings, run_train
+
+    startup.imports_done()
 
     if images is not None and labels is not None:
         dataset = DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,

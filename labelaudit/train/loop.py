@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import timm
 import torch
 
 from ..errors import LabelAuditError
@@ -42,8 +43,6 @@ class FitResult:
 
 def create_network(config: TrainConfig, n_classes: int) -> torch.nn.Module:
     """A timm model with ``n_classes`` outputs; local ``weights`` win over downloading ``pretrained`` ones."""
-    import timm
-
     if not timm.is_model(config.model):
         close = timm.list_models(f"*{config.model}*")[:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else " (see timm.list_models())"
