@@ -15,9 +15,7 @@ import pandas as pd
 
 from . import __version__
 from .core.folds import stratified_folds
-from .core.transition import (
-    bootstrap_transition_ci, confident_joint, smooth_transition, transition_from_confident_joint,
-)
+from .core.transition import bootstrap_transition_ci, confident_joint, smoothed_confident_joint_transition
 from .data.cache import CACHE_DIR_NAME
 from .data.dataset import LabelledImages, load_labelled_images, read_classes_file
 from .errors import LabelAuditError
@@ -267,11 +265,7 @@ def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_class
                              seed: int = 0) -> TransitionEstimate:
     """T from the confident joint (rows smoothed by a one-row flat prior), with bootstrap intervals."""
 
-    def estimator(labels_: np.ndarray, probs_: np.ndarray) -> np.ndarray:
-        joint = confident_joint(labels_, probs_, n_classes=n_classes)
-        return smooth_transition(transition_from_confident_joint(labels_, probs_, n_classes=n_classes),
-                                 joint.sum(axis=1))
-
+    estimator = partial(smoothed_confident_joint_transition, n_classes=n_classes)
     matrix = estimator(labels, pred_probs)
     low, high = bootstrap_transition_ci(estimator, (labels, pred_probs), n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
     # Percentile intervals of a biased estimator can miss the point estimate; keep them ordered.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +43,7 @@ from .core.transition import (
     confusion_counts,
     glc_transition,
     smooth_transition,
-    transition_from_confident_joint,
+    smoothed_confident_joint_transition,
 )
 from .data.dataset import LabelledImages
 from .errors import LabelAuditError
@@ -308,10 +309,7 @@ def estimate_transitions(labels: np.ndarray, pred_probs: np.ndarray, trusted: Tr
     else:
         anchor_probs = pred_probs
 
-    def cj_estimator(labels_: np.ndarray, probs_: np.ndarray) -> np.ndarray:
-        # As the scan computes it: rows smoothed by a one-row flat prior, so no confusion is impossible.
-        joint = confident_joint(labels_, probs_, n_classes=k)
-        return smooth_transition(transition_from_confident_joint(labels_, probs_, n_classes=k), joint.sum(axis=1))
+    cj_estimator = partial(smoothed_confident_joint_transition, n_classes=k)  # as the scan computes it
 
     estimates["confident_joint"] = _with_intervals(
         "confident_joint", cj_estimator(labels, pred_probs), cj_estimator, (labels, pred_probs), n_resamples, seed,

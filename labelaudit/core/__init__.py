@@ -26,6 +26,7 @@ from labelaudit.core.transition import (
     glc_transition,
     realised_transition,
     smooth_transition,
+    smoothed_confident_joint_transition,
     transition_from_confident_joint,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "self_confidence",
     "softmax",
     "suspicion_rank",
+    "smoothed_confident_joint_transition",
     "transition_from_confident_joint",
     "validate_labels",
     "validate_pred_probs",

@@ -134,6 +134,13 @@ def transition_from_confident_joint(labels, pred_probs, *, n_classes: int | None
     return _row_normalise_or_identity(confident_joint(labels, pred_probs, n_classes=n_classes))
 
 
+def smoothed_confident_joint_transition(labels, pred_probs, *, n_classes: int | None = None) -> np.ndarray:
+    """:func:`transition_from_confident_joint` with each row smoothed by :func:`smooth_transition`
+    (one flat prior row), so no confusion is impossible. labels: (N,); pred_probs: (N, K); returns (K, K)."""
+    joint = confident_joint(labels, pred_probs, n_classes=n_classes)
+    return smooth_transition(_row_normalise_or_identity(joint), joint.sum(axis=1))
+
+
 def smooth_transition(transition, row_counts, *, prior_count: float = 1.0) -> np.ndarray:
     """Posterior mean of each row of T under a flat Dirichlet prior worth ``prior_count`` rows.
 
