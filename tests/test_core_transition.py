@@ -243,3 +243,21 @@ def test_smooth_transition_removes_impossible_confusions_and_fades_with_data():
     labels, probs = np.array([1]), np.array([[0.99, 0.01]])
     assert error_probability(labels, probs, np.array([[1.0, 0.0], [0.0, 1.0]]))[0] == 0.0
     assert error_probability(labels, probs, smooth_transition(np.eye(2), np.array([50.0, 50.0])))[0] > 0.3
+
+
+@pytest.mark.parametrize("kind,rate", PLANTED)
+def test_smoothed_confident_joint_recovers_planted_noise_with_no_impossible_confusion(kind, rate):
+    """The scan's estimator: the confident-joint T with each row smoothed by one flat prior row."""
+    from labelaudit.core.transition import smoothed_confident_joint_transition
+
+    t = planted_transition(5, kind, rate)
+    true, noisy, clean_probs = noisy_dataset(2000, t, signal=3.0, seed=3)
+    estimate = smoothed_confident_joint_transition(noisy, clean_probs, n_classes=5)
+    assert_row_stochastic(estimate)
+    assert (estimate > 0).all()  # pairs noise has exact zeros in T; none survive the prior
+    assert np.abs(estimate - realised_transition(true, noisy, n_classes=5)).mean() <= 0.02
+    raw_few = transition_from_confident_joint(noisy[:20], clean_probs[:20], n_classes=5)
+    few = smoothed_confident_joint_transition(noisy[:20], clean_probs[:20], n_classes=5)
+    assert (raw_few == 0).any() and (few > 0).all()
+    assert np.abs(few - raw_few).max() > 10 * np.abs(estimate - transition_from_confident_joint(
+        noisy, clean_probs, n_classes=5)).max()  # the prior weighs more on 20 rows than on 2,000
