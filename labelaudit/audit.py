@@ -135,7 +135,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         return ScanResult(out=out, summary={}, samples=pd.DataFrame(), classes=pd.DataFrame())
     model_dir = None
     if trained.method is not None:
-        model_dir = save_model(out / MODEL_DIR, trained.method, settings.train, data.classes,
+        model_dir = save_model(out / MODEL_DIR, trained.method, trained.config, data.classes,
                                metrics={"history": trained.history, **trained.extra})
     timings["train_seconds"] = time.perf_counter() - stage
 
@@ -150,7 +150,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     config = {
         "method": settings.method, "method_settings": trained.method_settings, "folds": settings.folds,
         "freeze_backbone": settings.freeze_backbone,
-        "train": settings.train.to_dict(), "dataset": {k: str(v) for k, v in spec.__dict__.items()},
+        "train": trained.config.to_dict(), "dataset": {k: str(v) for k, v in spec.__dict__.items()},
     }
     metadata = {
         "labelaudit_version": __version__, "config": config, "classes": data.classes,
@@ -181,7 +181,8 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
 class TrainedScores:
     """Class probabilities of the audited rows and how they were made.
 
-    pred_probs: (M, K) float64; folds: (M,) int16 fold that scored each row; method: the single-run
+    pred_probs: (M, K) float64; folds: (M,) int16 fold that scored each row; config: the training
+    settings used (batch size resolved); method: the single-run
     model (None with folds); history: per-epoch metrics of the single run; extra: what
     the run adds to summary.json and the model's metrics.json (the fast mode's ``embeddings``, …).
     """
@@ -190,6 +191,7 @@ class TrainedScores:
     folds: np.ndarray
     method_settings: dict[str, Any]
     history: list[dict[str, float]]
+    config: TrainConfig
     method: Any = None
     extra: dict[str, Any] = field(default_factory=lambda: {"mode": "full network"})
 
@@ -214,11 +216,11 @@ def train_and_score_inputs(data: LabelledImages, settings: ScanSettings, progres
     fitted = fit(method, data.images, data.labels, n_classes, settings.train, progress=progress,
                  description=f"training {settings.method}", checkpoint=checkpoint)
     kept = fitted.method.training_probs()
-    pred_probs = kept if kept is not None else predict_proba(fitted.method, data.images, settings.train)
+    pred_probs = kept if kept is not None else predict_proba(fitted.method, data.images, fitted.config)
     method_settings = {**fitted.method.settings(),
                        "scored_with": "method targets" if kept is not None else "final model"}
     return TrainedScores(pred_probs, np.zeros(len(data.labels), np.int16), method_settings, fitted.history,
-                         fitted.method)
+                         fitted.config, fitted.method)
 
 
 def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: ProgressReporter,
@@ -238,6 +240,7 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
                               trusted=np.zeros(len(data.labels), bool), n_classes=n_classes)
         saved = FoldCheckpoint.open(checkpoint, fingerprint, assignment, n_classes)
     done = saved.progress if saved is not None else FoldProgress.empty(assignment, n_classes)
+    config = settings.train  # after the first fold: as that fold resolved it (no second batch-size probe)
     for fold in distributed.assigned_folds(settings.folds):  # under torchrun: fold k on process k mod N
         if fold in done.completed:
             continue
@@ -245,10 +248,11 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
         try:
             method = create_method(settings.method, **settings.method_options)
             with distributed.local_only():
-                fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, settings.train,
+                fitted = fit(method, data.images[~held_out], data.labels[~held_out], n_classes, config,
                              progress=progress, description=f"fold {fold + 1}/{settings.folds}",
                              checkpoint=saved.for_fold(fold) if saved is not None else None)
-                fold_probs = predict_proba(fitted.method, data.images[held_out], settings.train)
+                config = fitted.config
+                fold_probs = predict_proba(fitted.method, data.images[held_out], config)
         except KeyboardInterrupt as interruption:
             if saved is None:
                 raise
@@ -258,7 +262,7 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
     if saved is not None:
         saved.finished()
     pred_probs, method_settings = distributed.merge_fold_results(done.pred_probs, done.method_settings)
-    return TrainedScores(pred_probs, assignment, {**method_settings, "scored_with": "out of fold"}, [])
+    return TrainedScores(pred_probs, assignment, {**method_settings, "scored_with": "out of fold"}, [], config)
 
 
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,

@@ -79,7 +79,7 @@ def frozen_backbone_scores(data: LabelledImages, settings: "ScanSettings", progr
             histories.append(fitted.history)
         extra = _extra(embedded.describe(), time.perf_counter() - started, notes)
         return TrainedScores(pred_probs, folds.astype(np.int16), {**method_settings, "scored_with": "out of fold"},
-                             [], extra=extra)
+                             [], config, extra=extra)
 
     method = create_method(settings.method, **settings.method_options)
     fitted = fit_head(method, features, data.labels, n_classes, config, progress=progress,
@@ -96,7 +96,7 @@ def frozen_backbone_scores(data: LabelledImages, settings: "ScanSettings", progr
         notes.append(f"model/ not written: {error}")
     extra = _extra(embedded.describe(), head_seconds, notes)
     return TrainedScores(pred_probs, np.zeros(len(data.labels), np.int16), method_settings, fitted.history,
-                         saved_method, extra=extra)
+                         config, saved_method, extra=extra)
 
 
 def _extra(embeddings: dict[str, Any], head_seconds: float, notes: list[str]) -> dict[str, Any]:

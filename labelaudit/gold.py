@@ -169,7 +169,7 @@ def glc_corruption(data: LabelledImages, trusted: TrustedSet, config: TrainConfi
                      progress=progress, description="GLC: cross-entropy on untrusted rows")
         method = fitted.method
         if distributed.is_main_process():  # under torchrun every process has the same model; one writes it
-            save_model(model_dir, method, config, data.classes,
+            save_model(model_dir, method, fitted.config, data.classes,
                        metrics={"history": fitted.history, "trained_on": "untrusted rows (given labels)"})
 
     trusted_probs = predict_proba(method, data.images[trusted.mask], config)
@@ -197,8 +197,6 @@ def _fingerprint(data: LabelledImages, trusted: TrustedSet, config: TrainConfig)
         digest.update(np.ascontiguousarray(array).tobytes())
     # Where it runs does not change what it learns.
     train = {k: v for k, v in config.to_dict().items() if k not in ("device", "compile", "batch_size_choice")}
-    if (config.batch_size_choice or "").startswith("auto"):
-        train["batch_size"] = "auto"  # fit() writes the number it chose into the config; the request is what counts
     settings: dict[str, Any] = {"classes": data.classes, "train": train, "images_root": str(data.images_root),
                                 "image_shape": list(data.images.shape)}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())

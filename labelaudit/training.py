@@ -119,6 +119,7 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
     fitted = fit(method, data.images, labels, n_classes, config, trusted=trusted_mask, progress=progress,
                  description=f"training {settings.method}", on_epoch=on_epoch,
                  checkpoint=_checkpointing(settings, spec, out))
+    trained_config = fitted.config  # as trained: --batch-size auto resolved
 
     metrics: dict[str, Any] = {
         "method": settings.method,
@@ -129,23 +130,23 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
         "train_seconds": round(fitted.seconds, 3),
     }
     if validation is not None:
-        final = validation_metrics(validation.labels, predict_proba(fitted.method, validation.images, config),
+        final = validation_metrics(validation.labels, predict_proba(fitted.method, validation.images, trained_config),
                                    data.classes)
         metrics.update(final, val_rows=validation.rows, val_used=int(len(validation.labels)),
                        val_skipped=sum(validation.skipped.values()), val_skipped_reasons=validation.skipped)
     if not distributed.is_main_process():  # under torchrun process 0 alone writes the model
         distributed.barrier()  # ... and all processes leave together (one leaving early can abort at exit)
-        return TrainResult(out=out, model_dir=out / MODEL_DIR, method=fitted.method, config=config,
+        return TrainResult(out=out, model_dir=out / MODEL_DIR, method=fitted.method, config=trained_config,
                            classes=data.classes, metrics=metrics, summary={})
-    model_dir = save_model(out / MODEL_DIR, fitted.method, config, data.classes, metrics=metrics)
+    model_dir = save_model(out / MODEL_DIR, fitted.method, trained_config, data.classes, metrics=metrics)
     transition_path = None
     if settings.method == "nal":
         transition_path = write_nal_transition(out, data.classes, fitted.method.transition(),
-                                               _metadata(spec, data, settings.method, config, fitted.method))
-    summary = _summary(settings.method, fitted.method, config, data, metrics, model_dir, out, transition_path,
+                                               _metadata(spec, data, settings.method, trained_config, fitted.method))
+    summary = _summary(settings.method, fitted.method, trained_config, data, metrics, model_dir, out, transition_path,
                        glc_info, notes, time.perf_counter() - started)
     distributed.barrier()
-    return TrainResult(out=out, model_dir=model_dir, method=fitted.method, config=config, classes=data.classes,
+    return TrainResult(out=out, model_dir=model_dir, method=fitted.method, config=trained_config, classes=data.classes,
                        metrics=metrics, summary=summary)
 
 

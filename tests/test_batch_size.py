@@ -106,20 +106,35 @@ def test_probe_lets_other_errors_through():
 
 
 def test_auto_on_cpu_is_the_default_and_says_why():
-    config = tiny_config(batch_size="auto")
+    requested = tiny_config(batch_size="auto")
     method = create_method("elr")
-    resolve_batch_size(config, method, Accelerator(torch.device("cpu")), n_samples=500, n_classes=N_CLASSES,
-                       create_network=lambda: pytest.fail("no probe on CPU"))
+    config = resolve_batch_size(requested, method, Accelerator(torch.device("cpu")), n_samples=500,
+                                n_classes=N_CLASSES, create_network=lambda: pytest.fail("no probe on CPU"))
     assert config.batch_size == DEFAULT_BATCH_SIZE
+    assert requested.batch_size == "auto" and requested.batch_size_choice is None  # the caller's is untouched
     assert "cpu" in config.batch_size_choice and "memory" in config.batch_size_choice
 
 
 def test_a_given_batch_size_is_kept():
-    config = tiny_config(batch_size=48)
-    resolve_batch_size(config, create_method("ce"), Accelerator(torch.device("cpu")), n_samples=500,
-                       n_classes=N_CLASSES, create_network=lambda: pytest.fail("no probe for a given size"))
+    config = resolve_batch_size(tiny_config(batch_size=48), create_method("ce"), Accelerator(torch.device("cpu")),
+                                n_samples=500, n_classes=N_CLASSES,
+                                create_network=lambda: pytest.fail("no probe for a given size"))
     assert (config.batch_size, config.batch_size_choice) == (48, "given")
+    assert resolve_batch_size(config, create_method("ce"), Accelerator(torch.device("cpu")), n_samples=500,
+                              n_classes=N_CLASSES, create_network=lambda: pytest.fail("resolved")) is config
 
+
+
+def test_fit_trains_with_a_resolved_copy_and_returns_it():
+    from labelaudit.train.loop import fit
+
+    requested = tiny_config(batch_size="auto")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    fitted = fit(create_method("ce"), images, np.arange(40) % N_CLASSES, N_CLASSES, requested)
+    assert fitted.config.batch_size == DEFAULT_BATCH_SIZE and "auto on cpu" in fitted.config.batch_size_choice
+    assert requested.batch_size == "auto" and requested.batch_size_choice is None
+    assert fitted.config.epochs == requested.epochs and fitted.config.model == requested.model
 
 @pytest.fixture
 def pretend_cuda(monkeypatch):
@@ -130,13 +145,13 @@ def pretend_cuda(monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")  # the pretend GPU's autocast is off on the CPU
 def test_auto_on_cuda_probes_the_real_step_capped_by_the_rows_and_keeps_the_seeded_rng(pretend_cuda):
-    config = tiny_config(batch_size="auto")
+    requested = tiny_config(batch_size="auto")
     method = create_method("elr")
     torch.manual_seed(7)
     expected_next = torch.rand(3)
     torch.manual_seed(7)
-    resolve_batch_size(config, method, pretend_cuda, n_samples=6, n_classes=N_CLASSES,
-                       create_network=lambda: create_network(config, N_CLASSES))
+    config = resolve_batch_size(requested, method, pretend_cuda, n_samples=6, n_classes=N_CLASSES,
+                                create_network=lambda: create_network(requested, N_CLASSES))
     assert torch.equal(torch.rand(3), expected_next)  # the probe's networks did not consume the run's RNG
     assert config.batch_size == 6  # 12 synthetic images fit in a step: the 6 rows are the cap
     assert config.batch_size_choice.startswith("auto: probed") and "capped at 6" in config.batch_size_choice
@@ -146,9 +161,8 @@ def test_auto_on_cuda_probes_the_real_step_capped_by_the_rows_and_keeps_the_seed
 def test_auto_on_cuda_halves_after_out_of_memory(pretend_cuda, monkeypatch):
     calls: list[int] = []
     monkeypatch.setattr(device_module, "method_probe_step", lambda *args, **kwargs: out_of_memory_above(300, calls))
-    config = tiny_config(batch_size="auto")
-    resolve_batch_size(config, create_method("ce"), pretend_cuda, n_samples=10_000, n_classes=N_CLASSES,
-                       create_network=lambda: pytest.fail("the fake step builds nothing"))
+    config = resolve_batch_size(tiny_config(batch_size="auto"), create_method("ce"), pretend_cuda, n_samples=10_000,
+                                n_classes=N_CLASSES, create_network=lambda: pytest.fail("the fake step builds nothing"))
     assert calls == [2 * AUTO_BATCH_CAP, AUTO_BATCH_CAP, 512, 256]
     assert config.batch_size == 128 and "safety margin" in config.batch_size_choice
 

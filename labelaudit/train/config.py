@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..errors import LabelAuditError
@@ -29,8 +29,8 @@ class TrainConfig:
     weights: str | None = None
     image_size: int = 32
     epochs: int | None = None  # None: enough epochs for about AUTO_STEPS optimiser steps
-    batch_size: int | str = DEFAULT_BATCH_SIZE  # an int >= 2, or "auto" until fit() resolves it
-    batch_size_choice: str | None = None  # how fit() chose batch_size (set in place when training starts)
+    batch_size: int | str = DEFAULT_BATCH_SIZE  # an int >= 2, or "auto" (fit() trains with a resolved copy)
+    batch_size_choice: str | None = None  # how batch_size was chosen, in the copy fit() trained with
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -51,14 +51,10 @@ class TrainConfig:
         """True while ``--batch-size auto`` waits to be resolved by the training loop."""
         return self.batch_size == AUTO_BATCH_SIZE
 
-    def set_batch_size(self, batch_size: int, choice: str) -> None:
-        """Record the batch size training uses and how it was chosen.
-
-        Called by ``fit`` on the caller's config *in place*: what is saved after training
-        (config.json, summary.json) then holds the number, and later fits with the same config
-        (folds, a first-stage model) reuse it instead of probing again.
-        """
-        self.batch_size, self.batch_size_choice = parse_batch_size(batch_size), choice
+    def with_batch_size(self, batch_size: int, choice: str) -> "TrainConfig":
+        """A copy that trains with ``batch_size``, recording how it was chosen (``fit`` returns it as
+        ``FitResult.config``: what callers save, and what later fits pass to skip probing again)."""
+        return replace(self, batch_size=parse_batch_size(batch_size), batch_size_choice=choice)
 
     def epochs_for(self, n_samples: int) -> int:
         """The number of epochs to train ``n_samples`` rows for (``epochs`` if set, else automatic)."""

@@ -92,10 +92,10 @@ class Accelerator:
         return batch.pin_memory() if self.is_cuda else batch
 
     def resolve_batch_size(self, config: TrainConfig, method: "TrainingMethod", *, n_samples: int,
-                           n_classes: int, create_network: Callable[[], torch.nn.Module]) -> None:
-        """``--batch-size auto`` for this device, set in ``config`` in place: see :func:`resolve_batch_size`."""
-        resolve_batch_size(config, method, self, n_samples=n_samples, n_classes=n_classes,
-                           create_network=create_network)
+                           n_classes: int, create_network: Callable[[], torch.nn.Module]) -> TrainConfig:
+        """``config`` with ``--batch-size auto`` settled for this device: see :func:`resolve_batch_size`."""
+        return resolve_batch_size(config, method, self, n_samples=n_samples, n_classes=n_classes,
+                                  create_network=create_network)
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device == self.device:
@@ -173,8 +173,9 @@ def _release_cuda_memory() -> None:
 
 
 def resolve_batch_size(config: TrainConfig, method: "TrainingMethod", accelerator: Accelerator, *,
-                       n_samples: int, n_classes: int, create_network: Callable[[], torch.nn.Module]) -> None:
-    """Settle ``config.batch_size`` before training, in place (see ``TrainConfig.set_batch_size``).
+                       n_samples: int, n_classes: int, create_network: Callable[[], torch.nn.Module]) -> TrainConfig:
+    """``config`` with its batch size settled before training and how it was chosen recorded: a copy
+    (``TrainConfig.with_batch_size``), or ``config`` itself when that is already done.
 
     A number is kept. ``auto`` on CUDA probes the largest batch that fits (:func:`probe_batch_size`)
     with a copy of ``method``, at most the rows each process trains on; on CPU and MPS memory is not
@@ -183,13 +184,10 @@ def resolve_batch_size(config: TrainConfig, method: "TrainingMethod", accelerato
     ``create_network()`` gives a backbone on the device, as the training loop makes them.
     """
     if not config.auto_batch_size:
-        if config.batch_size_choice is None:
-            config.set_batch_size(int(config.batch_size), "given")
-        return
+        return config if config.batch_size_choice is not None else config.with_batch_size(config.batch_size, "given")
     if not accelerator.is_cuda:
-        config.set_batch_size(DEFAULT_BATCH_SIZE, f"auto on {accelerator.device.type}: the default "
-                              f"{DEFAULT_BATCH_SIZE} (memory does not limit the batch on CPU or MPS)")
-        return
+        return config.with_batch_size(DEFAULT_BATCH_SIZE, f"auto on {accelerator.device.type}: the default "
+                                      f"{DEFAULT_BATCH_SIZE} (memory does not limit the batch on CPU or MPS)")
     from . import distributed
 
     cap = min(AUTO_BATCH_CAP, distributed.shard_size(n_samples))
@@ -205,7 +203,7 @@ def resolve_batch_size(config: TrainConfig, method: "TrainingMethod", accelerato
         batch_size = min(distributed.all_gather_objects(batch_size))
         if batch_size != probe.batch_size:
             choice += f"; {batch_size}, the smallest of the {distributed.world_size()} processes"
-    config.set_batch_size(batch_size, choice)
+    return config.with_batch_size(batch_size, choice)
 
 
 def method_probe_step(method: "TrainingMethod", config: TrainConfig, accelerator: Accelerator, *, n_classes: int,
@@ -271,4 +269,4 @@ class _ProbeContext:
         from .loop import FitResult
 
         method.prepare(self)
-        return FitResult(method)
+        return FitResult(method, self.config)

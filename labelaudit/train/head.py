@@ -119,7 +119,7 @@ def fit_head(method: TrainingMethod, features: np.ndarray, labels: np.ndarray, n
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
     no_trusted = torch.zeros(batch_size, dtype=torch.bool, device=accelerator.device)
-    result = FitResult(method)
+    result = FitResult(method, config.with_batch_size(batch_size, f"the linear head's batch of {HEAD_BATCH_SIZE} rows"))
     progress.start(description or f"training {method.name} head", total_steps)
     step = 0
     for epoch in range(1, epochs + 1):

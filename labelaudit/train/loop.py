@@ -36,7 +36,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class FitResult:
+    """The trained method; ``config``: the settings it trained with (batch size resolved)."""
+
     method: TrainingMethod
+    config: TrainConfig
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -149,9 +152,10 @@ def fit(
     if n_samples < 2:
         raise LabelAuditError("need at least 2 images to train")
     trusted_mask = np.zeros(n_samples, bool) if trusted is None else np.asarray(trusted, bool)
-    # --batch-size auto becomes a number here, in ``config`` itself, so callers save the number used.
-    accelerator.resolve_batch_size(config, method, n_samples=n_samples, n_classes=n_classes,
-                                   create_network=lambda: accelerator.prepare_model(create_network(config, n_classes)))
+    requested = config  # --batch-size auto becomes a number in this copy, returned for callers to save
+    config = accelerator.resolve_batch_size(
+        requested, method, n_samples=n_samples, n_classes=n_classes,
+        create_network=lambda: accelerator.prepare_model(create_network(requested, n_classes)))
     ctx = TrainContext(images, labels, n_classes, config, accelerator, trusted_mask, progress)
     ctx.method = method
     epochs = ctx.epochs
@@ -193,7 +197,7 @@ def fit(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    result = FitResult(method)
+    result = FitResult(method, config)
     first_epoch = 1
     if saved is not None:
         restore_state(saved, method=method, optimizer=optimizer, schedule=schedule, generator=generator)
