@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import LabelAuditError
-from ..methods.base import Batch, TrainingMethod
+from ..methods.base import TrainingMethod
 from .config import TrainConfig
 from .device import Accelerator, seed_everything, select_device
-from .loop import FitResult
+from .loop import FitResult, train_epochs
 from .progress import ProgressReporter, SilentProgress
 
 #: rows per optimiser step of the head; larger than a network's batch, as a step costs almost nothing
@@ -61,14 +61,16 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 class HeadContext:
     """The part of ``labelaudit.train.loop.TrainContext`` that ELR and CE use, over embeddings."""
 
-    def __init__(self, features: torch.Tensor, labels: np.ndarray, n_classes: int, epochs: int,
-                 accelerator: Accelerator) -> None:
+    def __init__(self, features: torch.Tensor, labels: np.ndarray, n_classes: int, config: TrainConfig,
+                 epochs: int, accelerator: Accelerator, progress: ProgressReporter) -> None:
         self.features = features
         self.labels = labels
         self.n_samples = len(labels)
         self.n_classes = n_classes
+        self.config = config
         self.epochs = epochs
         self.accelerator = accelerator
+        self.progress = progress
         self.device = accelerator.device
         self.trusted = np.zeros(len(labels), bool)
         self.method: TrainingMethod | None = None
@@ -93,64 +95,29 @@ def fit_head(method: TrainingMethod, features: np.ndarray, labels: np.ndarray, n
              config: TrainConfig, *, progress: ProgressReporter | None = None, description: str = "") -> FitResult:
     """Train ``method`` with a linear head on (N, D) float32 ``features`` and (N,) int64 given ``labels``.
 
-    SGD with the settings of ``config`` (lr, momentum, weight decay, cosine schedule, seed); no
-    augmentation. The method's hooks run as in the full loop (ELR's noise probe included).
+    The loop of a full run (:func:`labelaudit.train.loop.train_epochs`: SGD with the settings of
+    ``config``, cosine schedule, seed, the method's hooks, ELR's noise probe included) on batches of
+    ``HEAD_BATCH_SIZE`` embeddings, without augmentation; the last batch of an epoch may be shorter.
     """
     started = time.perf_counter()
-    progress = progress or SilentProgress()
     n_samples = len(labels)
     if n_samples < 2:
         raise LabelAuditError("need at least 2 images to train")
     accelerator = Accelerator(select_device(config.device))
     generator = seed_everything(config.seed)
-    host_features = accelerator.host_tensor(torch.as_tensor(np.asarray(features, dtype=np.float32)))
-    host_labels = torch.as_tensor(labels, dtype=torch.int64)
-    epochs = head_epochs(config, n_samples)
-    ctx = HeadContext(accelerator.to_device(host_features), labels, n_classes, epochs, accelerator)
+    features_on_device = accelerator.to_device(
+        accelerator.host_tensor(torch.as_tensor(np.asarray(features, dtype=np.float32))))
+    batch_size = min(HEAD_BATCH_SIZE, n_samples)
+    head_config = config.with_batch_size(batch_size, f"the linear head's batch of {HEAD_BATCH_SIZE} rows")
+    ctx = HeadContext(features_on_device, labels, n_classes, head_config, head_epochs(config, n_samples),
+                      accelerator, progress or SilentProgress())
     ctx.method = method
     method.prepare(ctx)
-    networks = method.networks()
-
-    batch_size = min(HEAD_BATCH_SIZE, n_samples)
-    steps_per_epoch = math.ceil(n_samples / batch_size)
-    total_steps = steps_per_epoch * epochs
-    optimizer = torch.optim.SGD(method.trainable_parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
-    no_trusted = torch.zeros(batch_size, dtype=torch.bool, device=accelerator.device)
-    result = FitResult(method, config.with_batch_size(batch_size, f"the linear head's batch of {HEAD_BATCH_SIZE} rows"))
-    progress.start(description or f"training {method.name} head", total_steps)
-    step = 0
-    for epoch in range(1, epochs + 1):
-        networks.train()
-        order = torch.randperm(n_samples, generator=generator)
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for start in range(0, n_samples, batch_size):
-            rows = order[start:start + batch_size]
-            batch = Batch(images=ctx.features[accelerator.to_device(rows)],
-                          labels=accelerator.to_device(host_labels[rows]),
-                          indices=accelerator.to_device(rows), trusted=no_trusted[:len(rows)])
-            loss = method.loss(batch, step / total_steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            method.after_step(step / total_steps)
-            loss_sum += loss.detach()
-            progress.advance()
-        mean_loss = float(loss_sum) / steps_per_epoch
-        if not math.isfinite(mean_loss):
-            raise LabelAuditError(f"training the head diverged (loss is {mean_loss} in epoch {epoch}); "
-                                  "try a lower --lr")
-        method.on_epoch_end(epoch, ctx)
-        metrics = {"epoch": epoch, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
-        result.history.append(metrics)
-        progress.epoch_done(epoch, epochs, metrics)
-    progress.finish()
-    networks.eval()
-    result.seconds = time.perf_counter() - started
+    result = train_epochs(method, ctx, lambda rows: features_on_device[accelerator.to_device(rows)],
+                          batch_size=batch_size, steps_per_epoch=math.ceil(n_samples / batch_size),
+                          generator=generator, description=description or f"training {method.name} head",
+                          started=started)
+    method.networks().eval()
     return result
 
 

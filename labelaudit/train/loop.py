@@ -1,8 +1,9 @@
-"""The training loop: one function, top to bottom, shared by every method.
+"""The training loop: one function, top to bottom (:func:`train_epochs`), shared by every method.
 
-Images arrive decoded once as a (N, H, W, 3) uint8 array; batches are sliced from it, moved to the
-device, normalised and augmented there. The method supplies the loss; the loop owns data order,
-optimiser, cosine schedule, autocast and progress.
+:func:`fit` trains a network: images arrive decoded once as a (N, H, W, 3) uint8 array; batches are
+sliced from it, moved to the device, normalised and augmented there. The fast mode's linear head
+(``labelaudit.train.head``) runs the same loop on embeddings. The method supplies the loss; the loop
+owns data order, optimiser, cosine schedule, autocast, checkpoints on Ctrl-C and progress.
 """
 
 from __future__ import annotations
@@ -179,15 +180,52 @@ def fit(
     mean, std = (torch.tensor(v, device=accelerator.device) for v in normalisation_of(networks[0]))
     padding = config.image_size // 8 if config.crop_padding is None else config.crop_padding
 
-    # Batches are gathered from the uint8 array (often a memory map of the decode cache) as needed:
-    # the images are never copied whole, nor pinned whole for a GPU.
-    host_labels = torch.as_tensor(labels, dtype=torch.int64)
-    host_trusted = torch.as_tensor(trusted_mask)
+    def augmented_batch(rows: torch.Tensor) -> torch.Tensor:
+        # Gathered from the uint8 array (often a memory map of the decode cache) as needed: the
+        # images are never copied whole, nor pinned whole for a GPU.
+        images_batch = normalise(accelerator.to_device(accelerator.host_batch(images, rows)), mean, std)
+        return random_crop_flip(images_batch, padding=padding, flip=config.flip, generator=generator)
 
     rows_per_process = distributed.shard_size(n_samples)  # n_samples unless data-parallel
     batch_size = min(config.batch_size, rows_per_process)
     # Drop a ragged last batch: a batch of one breaks BatchNorm, and ELR's targets do not need it.
     steps_per_epoch = max(1, rows_per_process // batch_size)
+    return train_epochs(method, ctx, augmented_batch, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                        generator=generator, description=description, on_epoch=on_epoch, checkpoint=checkpoint,
+                        saved=saved, fingerprint=fingerprint, started=started)
+
+
+def train_epochs(
+    method: TrainingMethod,
+    ctx: Any,
+    inputs_of: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    generator: torch.Generator,
+    description: str = "",
+    on_epoch: Callable[[int, TrainingMethod], dict[str, float]] | None = None,
+    checkpoint: Checkpointing | None = None,
+    saved: dict[str, Any] | None = None,
+    fingerprint: Callable[[], dict[str, Any]] | None = None,
+    started: float | None = None,
+) -> FitResult:
+    """The training loop of every method, for :func:`fit` (images) and the fast mode's linear head
+    (``labelaudit.train.head``, embeddings): SGD with a cosine schedule over ``ctx.epochs`` epochs.
+
+    ``ctx`` (a :class:`TrainContext` or the head's) gives labels, trusted mask, config, accelerator,
+    progress and epochs, and is what the method's hooks see; ``method.prepare`` has run. Each
+    epoch draws a permutation of the rows from ``generator`` and takes ``steps_per_epoch`` slices
+    of ``batch_size`` rows (the last may be shorter); ``inputs_of(rows)`` gives the (B, …) network
+    inputs on the device. ``saved``: a checkpoint's state to continue from. ``fingerprint()``:
+    what a checkpoint written on Ctrl-C must match (see :func:`fit`).
+    """
+    started = time.perf_counter() if started is None else started
+    config, accelerator, progress, epochs = ctx.config, ctx.accelerator, ctx.progress, ctx.epochs
+    n_samples = len(ctx.labels)
+    networks = method.networks()
+    host_labels = torch.as_tensor(ctx.labels, dtype=torch.int64)
+    host_trusted = torch.as_tensor(ctx.trusted)
     total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.SGD(
         method.trainable_parameters(), lr=config.lr, momentum=config.momentum,
@@ -218,9 +256,8 @@ def fit(
             loss_sum = torch.zeros((), device=accelerator.device)
             for start in range(0, steps_per_epoch * batch_size, batch_size):
                 rows = order[start:start + batch_size]
-                images_batch = normalise(accelerator.to_device(accelerator.host_batch(images, rows)), mean, std)
                 batch = Batch(
-                    images=random_crop_flip(images_batch, padding=padding, flip=config.flip, generator=generator),
+                    images=inputs_of(rows),
                     labels=accelerator.to_device(host_labels[rows]),
                     indices=accelerator.to_device(rows),
                     trusted=accelerator.to_device(host_trusted[rows]),
