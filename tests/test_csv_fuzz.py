@@ -2,9 +2,10 @@
 
 Valid files (any of the usual delimiters, LF or CRLF, optional BOM, quoted commas, quotes and
 newlines, non-ASCII, extra and trailing-empty columns, blank lines) come back row for row and cell
-for cell. Anything else — truncated, mangled, mis-encoded, wrongly delimited or random bytes —
-either reads, with one row per CSV record, or is refused with a one-line LabelAuditError; no other
-exception ever escapes.
+for cell, through the pyarrow path. Anything else — truncated, mangled, mis-encoded, wrongly
+delimited or random bytes — either reads, with one row per CSV record, or is refused with a one-line
+LabelAuditError; no other exception ever escapes. On every file, the public reader (pyarrow with
+fallback) returns exactly what the Python-csv reference returns: the same frame or the same message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labelaudit.data.csvio import read_label_csv
+from labelaudit.data.csvio import _read_label_csv_with_python, _read_with_pyarrow, read_label_csv
 from labelaudit.errors import LabelAuditError
 
 DELIMITERS = [",", ";", "\t", "|"]
@@ -102,6 +103,16 @@ def test_valid_files_come_back_cell_for_cell(csv_path, table):
     assert frame.values.tolist() == rows
 
 
+@SETTINGS
+@given(table=valid_tables())
+def test_valid_files_take_the_pyarrow_path(table):
+    header, rows, options = table
+    content = encode(header, rows, options)
+    frame = _read_with_pyarrow(content, options["delimiter"], "path", "label")
+    assert frame is not None
+    assert frame.values.tolist() == rows
+
+
 @st.composite
 def mangled_files(draw):
     """Bytes of a valid file after a few random edits, and the delimiter to read it with."""
@@ -173,6 +184,135 @@ def test_odd_headers_are_refused_in_one_line(csv_path, header, delimiter):
     frame = read_or_refusal(csv_path, delimiter=delimiter)
     if frame is not None:
         assert {"path", "label"} <= {name.strip() for name in header}
+
+
+# Differential test: well-formed files with the features the pyarrow path must reproduce (quoted
+# delimiters, quotes and line breaks, mixed line ends, blank lines, BOM, unnamed empty columns),
+# plus a few defects each that make pyarrow and Python's strict csv module read differently.
+LINE_ENDS = ["\n", "\r\n", "\r"]
+ODD_ALPHABET = 'ab ,;|\t"\r\n\x00é'
+ODD_CELLS = ["", " ", "NA", "null", "é/猫", "\x00", "\x0b", "\u2028", "\ufeff", "\x85", "path", " label "]
+BAD_QUOTES = ['"ab"c', 'ab"c', ' "a"', '"a" ', '"open', '""x', 'x""', '"a""', '"', '"a"b"']
+DEFECTS = ["short_row", "long_row", "space_line", "bad_quote", "bad_quote", "stray_byte", "wrong_delimiter",
+           "two_boms", "duplicate_name", "missing_column", "unnamed_values", "no_rows"]
+
+
+def quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+@st.composite
+def cells(draw, delimiter: str) -> str:
+    text = draw(st.one_of(st.text(max_size=5), st.text(alphabet=ODD_ALPHABET, max_size=6), st.sampled_from(ODD_CELLS)))
+    needs_quotes = any(char in text for char in '"\r\n' + delimiter)
+    return quoted(text) if needs_quotes or draw(st.integers(0, 3)) == 0 else text
+
+
+@st.composite
+def csv_like_files(draw):
+    """(bytes, options for the readers, field-size limit or None)."""
+    delimiter = draw(st.sampled_from(DELIMITERS + [" ", "\0"]))
+    defects = draw(st.lists(st.sampled_from(DEFECTS), max_size=2))
+    options = {"delimiter": delimiter}
+    if draw(st.integers(0, 9)) == 0:
+        header = ["path"]
+        options["label_column"] = "path"
+    else:
+        extras = draw(st.lists(st.sampled_from(["x", " y ", "é", '"q"', "a\nb"]), max_size=2, unique=True))
+        header = draw(st.permutations(["path", " label", *extras]))
+    header = header + [""] * draw(st.integers(0, 2))  # trailing delimiters: unnamed, empty columns
+    if "duplicate_name" in defects:
+        header.append(draw(st.sampled_from(header)) or "path")
+    if "missing_column" in defects:
+        missing = draw(st.sampled_from(["path", "label"]))
+        header = [name for name in header if name.strip() != missing]
+    n_fields = len(header)
+    named = [bool(name.strip()) for name in header]
+    lines = [delimiter.join(quoted(name) if any(c in name for c in '"\r\n' + delimiter) else name
+                            for name in header)]
+    # Python's field-size limit, lowered so that cells reach it (header names fit in 6).
+    field_limit = draw(st.integers(6, 9)) if draw(st.integers(0, 6)) == 0 else None
+    data_lines = []
+    for _ in range(0 if "no_rows" in defects else draw(st.integers(1, 6))):
+        row = [draw(cells(delimiter)) if is_named else "" for is_named in named]
+        if field_limit is not None and row and draw(st.booleans()):
+            row[0] = "w" * draw(st.integers(field_limit - 1, field_limit + 2))  # at, under or over the limit
+        data_lines.append(len(lines))
+        lines.append(delimiter.join(row))
+        if draw(st.integers(0, 4)) == 0:
+            lines.append("")
+    rows = data_lines or [0]
+    if "short_row" in defects or "long_row" in defects:
+        at = draw(st.sampled_from(rows))
+        fields = lines[at].split(delimiter)  # approximate (quoted delimiters): ragged either way
+        lines[at] = delimiter.join(fields[:-1] if "short_row" in defects else [*fields, "z"])
+    if "unnamed_values" in defects and "" in header:
+        at = draw(st.sampled_from(rows))
+        lines[at] = lines[at] + "v" if header[-1] == "" else lines[at]
+    if "bad_quote" in defects:
+        at = draw(st.sampled_from(rows))
+        fields = lines[at].split(delimiter)  # approximate, as above
+        fields[draw(st.integers(0, len(fields) - 1))] = draw(st.sampled_from(BAD_QUOTES))
+        lines[at] = delimiter.join(fields)
+    if "space_line" in defects:
+        lines.insert(draw(st.sampled_from(rows)), draw(st.sampled_from([" ", "\t", "  "])))
+    line_end = draw(st.sampled_from(LINE_ENDS))
+    text = "".join(line + (draw(st.sampled_from(LINE_ENDS)) if draw(st.integers(0, 4)) == 0 else line_end)
+                   for line in lines)
+    text = text if draw(st.integers(0, 3)) else text.rstrip("\r\n")
+    boms = 2 if "two_boms" in defects else draw(st.integers(0, 1))
+    content = bytearray(b"\xef\xbb\xbf" * boms + text.encode("utf-8"))
+    if "stray_byte" in defects:  # invalid UTF-8, a quote, or a line end
+        at = draw(st.integers(0, len(content)))
+        content[at:at] = draw(st.sampled_from([b"\xff", b"\xc3", b'"', b"\r", b"\n"]))
+    if "wrong_delimiter" in defects:
+        options["delimiter"] = draw(st.sampled_from([d for d in DELIMITERS + ["\u00a7"] if d != delimiter]))
+    return bytes(content), options, field_limit
+
+
+def outcome(reader, csv_path: Path, **options) -> pd.DataFrame | str:
+    try:
+        return reader(csv_path, **options)
+    except LabelAuditError as error:
+        return str(error)
+
+
+def assert_same_outcome(csv_path: Path, **options) -> None:
+    public = outcome(read_label_csv, csv_path, **options)
+    reference = outcome(_read_label_csv_with_python, csv_path, **options)
+    if isinstance(reference, str):
+        assert public == reference
+    else:
+        assert isinstance(public, pd.DataFrame), public
+        pd.testing.assert_frame_equal(public, reference, check_exact=True)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(file=csv_like_files())
+def test_public_reader_matches_the_python_reference(csv_path, file):
+    content, options, field_limit = file
+    csv_path.write_bytes(content)
+    saved_limit = csv.field_size_limit()
+    try:
+        if field_limit is not None:
+            csv.field_size_limit(field_limit)
+        assert_same_outcome(csv_path, **options)
+    finally:
+        csv.field_size_limit(saved_limit)
+
+
+# One column ("path" is also the label column) so that most soups are valid files and the odd
+# characters, quotes and line ends really reach both readers.
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.lists(st.sampled_from(["a", "é", " ", "\t", "\n", "\r\n", "\r", "\n\n", "\x00", "\ufeff", "\x85", "\u2028",
+                                      '""', '"a\r\nb"', '"x,y"', '""""', '"', 'a"', '"a"b', '"a" ', ","]),
+                     max_size=30).map("".join),
+       header=st.sampled_from(["path", '"path"', " path ", "\ufeffpath", "path,", "path,label", "\n\r\npath"]),
+       line_end=st.sampled_from(LINE_ENDS + [""]),
+       bom=st.booleans())
+def test_public_reader_matches_the_python_reference_on_character_soup(csv_path, body, header, line_end, bom):
+    csv_path.write_bytes(b"\xef\xbb\xbf" * bom + (header + line_end + body).encode("utf-8"))
+    assert_same_outcome(csv_path, label_column="path")
 
 
 # Paths as they come out of a CSV: whatever a cell holds, it never resolves outside the images root,

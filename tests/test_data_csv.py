@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from labelaudit.data.csvio import read_label_csv
+from labelaudit.data.csvio import _read_label_csv_with_python, _read_with_pyarrow, read_label_csv
 from labelaudit.errors import LabelAuditError
 
 
@@ -100,6 +101,13 @@ def test_tab_delimiter_spellings(tmp_path, spelling):
     assert frame["path"].tolist() == ["a, b.png"]
 
 
+@pytest.mark.parametrize("delimiter", ["\0", "§"])  # not one pyarrow can split on: read by Python's csv
+def test_delimiters_pyarrow_does_not_take(tmp_path, delimiter):
+    content = f'path{delimiter}label\n"a{delimiter}b.png"{delimiter}cat\n'.encode()
+    frame = read_label_csv(write_bytes(tmp_path, content), delimiter=delimiter)
+    assert frame.to_dict("records") == [{"path": f"a{delimiter}b.png", "label": "cat"}]
+
+
 def test_missing_file(tmp_path):
     message = refusal(tmp_path / "nope.csv")
     assert "does not exist" in message
@@ -175,3 +183,77 @@ def test_unterminated_quote_is_refused_not_swallowed(tmp_path):
 def test_bad_delimiter_option(tmp_path):
     with pytest.raises(LabelAuditError, match="one character"):
         read_label_csv(write_bytes(tmp_path, b"path,label\na,b\n"), delimiter=";;")
+
+
+def test_cr_line_ends_and_blank_lines(tmp_path):
+    frame = read_label_csv(write_bytes(tmp_path, b'path,label\r\ra.png,"c\rt"\r\r\rb.png,dog'))
+    assert frame.to_dict("records") == [{"path": "a.png", "label": "c\rt"}, {"path": "b.png", "label": "dog"}]
+
+
+def test_whitespace_only_line_is_a_row_not_a_blank_line(tmp_path):
+    frame = read_label_csv(write_bytes(tmp_path, b"path,label\na.png,cat\n \n"))
+    assert frame.to_dict("records") == [{"path": "a.png", "label": "cat"}, {"path": " ", "label": ""}]
+
+
+def test_quote_inside_an_unquoted_field_is_text(tmp_path):
+    frame = read_label_csv(write_bytes(tmp_path, b'path,label\n12" screen.png,cat\n "b.png",dog\n'))
+    assert frame["path"].tolist() == ['12" screen.png', ' "b.png"']
+
+
+# Files pyarrow would read without complaint but Python's strict csv refuses: still refused.
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'path,label\na.png,cat\n"b.png"x,dog\n', "line 3 (',' expected after '\"')"),
+        (b'path,label\n"a.png" ,cat\n', "line 2 (',' expected after '\"')"),
+        (b'path,label\n"a.png"b"c",cat\n', "line 2 (',' expected after '\"')"),
+        # the text quote in x"y shifts the pairing: the bad closing quote looks like an opening one
+        (b'path,label,x\nx"y,",abc,"def,z"\n', "line 2 (',' expected after '\"')"),
+        (b'path,label\na.png,"cat', "line 2 (unexpected end of data)"),
+        (b'path,label\na.png,"cat\nb.png,dog\n', "line 2 (unexpected end of data)"),
+        (b"path,label\na.png," + b"x" * 131073 + b"\n", "line 2 (field larger than field limit (131072))"),
+    ],
+)
+def test_strict_quoting_and_field_limit_are_kept(tmp_path, content, reason):
+    message = refusal(write_bytes(tmp_path, content))
+    assert message.endswith(f"malformed CSV in the record starting on {reason}; check its quotes")
+
+
+def test_cell_at_the_field_limit_is_read(tmp_path):
+    frame = read_label_csv(write_bytes(tmp_path, "path,label\na.png,".encode() + "é".encode() * 131072))
+    assert len(frame["label"].iloc[0]) == 131072
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"path,label,source\na.png,cat,x\nb.png,dog,y\n",
+        b'\xef\xbb\xbf"path","label"\r\n"a, ""1"".png","cat"\r\n\r\n"b\r\n.png",""\r\n',
+        b"path,label,,\r\ra.png,cat,,\rb.png,dog,,\r",
+        'path,label\n猫.png,NA\n"x\ny",\n'.encode(),
+    ],
+)
+def test_ordinary_files_take_the_pyarrow_path_with_the_reference_result(tmp_path, content):
+    csv_path = write_bytes(tmp_path, content)
+    fast = _read_with_pyarrow(content, ",", "path", "label")
+    assert fast is not None
+    pd.testing.assert_frame_equal(fast, _read_label_csv_with_python(csv_path), check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'path,label\n"a"b,cat\n',  # text after a closing quote (refused)
+        b'path,label\na"b,cat\n',  # a quote inside an unquoted field (text)
+        b'path,label,x\nx"y,",abc,"def,z"\n',  # text quote, then text after a closing quote (refused)
+        b'path,label\na,"b\n',  # unclosed quote (refused)
+        b"path,label\na\n",  # short row (padded)
+        b"path,label\na,b\n \n",  # whitespace-only line (a row)
+        b"path,label\na,b,c\n",  # long row (refused)
+        b"path,label\n\xff,b\n",  # not UTF-8 (refused)
+        b"path,path\na,b\n",  # duplicate column (refused)
+        b"path,label\n",  # no data rows (refused)
+    ],
+)
+def test_files_pyarrow_would_read_differently_go_to_the_python_reader(content):
+    assert _read_with_pyarrow(content, ",", "path", "label") is None
