@@ -58,18 +58,24 @@ def run_stage(stage: str, root: Path, csv_path: Path, out_dir: Path, lexical_pat
     import labelaudit.data.dataset as dataset_module
     from labelaudit.data.cache import DecodedFiles, DecodeReport
     from labelaudit.data.csvio import read_label_csv
-    from labelaudit.data.paths import MISSING_FILE, OUTSIDE_ROOT, _climbs_above_start
+    from labelaudit.data.paths import EMPTY_PATH, OUTSIDE_ROOT, _climbs_above_start
     from labelaudit.report.parquet import write_parquet
     from labelaudit.report.schema import SAMPLES_SCHEMA
     from labelaudit.report.stream import write_frame_in_batches
     from labelaudit.report.tables import samples_frame, score_rows
 
-    def lexical_resolve(root_dir: Path, relative: str):
-        if not relative.strip():
-            return None, MISSING_FILE
-        if relative.startswith("/") or _climbs_above_start(relative):
-            return None, OUTSIDE_ROOT
-        return root_dir / relative, None
+    class LexicalConfiner:
+        """PathConfiner's lexical checks only (no resolve/stat), for files that do not exist."""
+
+        def __init__(self, root_dir: Path) -> None:
+            self.root = os.fspath(root_dir)
+
+        def resolve(self, relative: str):
+            if not relative.strip():
+                return None, EMPTY_PATH
+            if relative.startswith("/") or _climbs_above_start(relative):
+                return None, OUTSIDE_ROOT
+            return os.path.join(self.root, relative), None
 
     def stub_decode(files, image_size, **_):
         n = len(files)
@@ -82,7 +88,7 @@ def run_stage(stage: str, root: Path, csv_path: Path, out_dir: Path, lexical_pat
         detail = f"{len(table)} rows"
     elif stage != "imports":
         if lexical_paths:
-            dataset_module.resolve_under_root = lexical_resolve
+            dataset_module.PathConfiner = LexicalConfiner
         dataset_module.decode_files = stub_decode
         data = dataset_module.load_labelled_images(root, csv_path, image_size=1, workers=1)
         detail = f"{len(data.rows)} rows, {len(data.labels)} audited"
