@@ -1,4 +1,7 @@
-"""Batched augmentation and normalisation on tensors (on whichever device the batch is on)."""
+"""Batched augmentation and normalisation on tensors (on whichever device the batch is on).
+
+The training loop crops and flips the uint8 batch, then normalises it to float32.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +15,35 @@ def normalise(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
 
 
 def random_crop_flip(
-    images: torch.Tensor, *, padding: int, flip: bool, generator: torch.Generator
+    images: torch.Tensor, *, padding: int, flip: bool, generator: torch.Generator,
+    fill: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Random crop after zero padding by ``padding`` pixels, then a random horizontal flip.
+    """Random crop after padding by ``padding`` pixels, then a random horizontal flip.
 
-    images: (B, C, H, W); returns the same shape. The random numbers come from ``generator``
-    (a CPU generator) so a seeded run is reproducible whatever the device.
+    images: (B, C, H, W) of any dtype, typically uint8 before normalisation (a quarter of the memory
+    traffic of float32); returns the same shape and dtype. fill: (C,) value of the padding in each
+    channel (default 0). The random numbers come from ``generator`` (a CPU generator) so a seeded run
+    is reproducible whatever the device.
     """
-    batch, _, height, width = images.shape
+    batch, channels, height, width = images.shape
     if padding > 0:
-        padded = F.pad(images, (padding, padding, padding, padding))
+        fill_values = (fill if fill is not None else torch.zeros(channels)).to(images).view(1, channels, 1, 1)
+        padded = fill_values.expand(batch, channels, height + 2 * padding, width + 2 * padding).clone()
+        padded[:, :, padding:padding + height, padding:padding + width] = images
         top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator).to(images.device)
         left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator).to(images.device)
         rows = (top[:, None] + torch.arange(height, device=images.device)[None, :])  # (B, H)
         cols = (left[:, None] + torch.arange(width, device=images.device)[None, :])  # (B, W)
         batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
-        channel_index = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+        channel_index = torch.arange(channels, device=images.device)[None, :, None, None]
         images = padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
     if flip:
         flipped = torch.rand(batch, generator=generator).to(images.device) < 0.5
         images = torch.where(flipped[:, None, None, None], images.flip(3), images)
     return images
+
+
+def mean_colour(mean: torch.Tensor) -> torch.Tensor:
+    """(3,) per-channel mean in [0, 1] -> (3,) uint8 colour: padding with it gives about 0 after
+    :func:`normalise`, as zero-padding a normalised batch did."""
+    return torch.round(mean * 255.0).clamp(0, 255).to(torch.uint8)

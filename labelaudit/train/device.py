@@ -97,6 +97,13 @@ class Accelerator:
         return resolve_batch_size(config, method, self, n_samples=n_samples, n_classes=n_classes,
                                   create_network=create_network)
 
+    def network_input(self, images: torch.Tensor) -> torch.Tensor:
+        """A (B, C, H, W) batch on this device in the memory format of :meth:`prepare_model`'s networks
+        (channels_last on CUDA; augmentation's gather returns the default layout)."""
+        if self.is_cuda:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device == self.device:
             return tensor

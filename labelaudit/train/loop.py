@@ -21,7 +21,7 @@ import torch
 
 from ..errors import LabelAuditError
 from ..methods.base import Batch, TrainingMethod
-from .augment import normalise, random_crop_flip
+from .augment import mean_colour, normalise, random_crop_flip
 from .config import DEFAULT_MODEL, TrainConfig  # noqa: F401  (re-exported)
 from .progress import ProgressReporter, SilentProgress  # noqa: F401  (re-exported)
 from .resume import (
@@ -180,11 +180,15 @@ def fit(
     mean, std = (torch.tensor(v, device=accelerator.device) for v in normalisation_of(networks[0]))
     padding = config.image_size // 8 if config.crop_padding is None else config.crop_padding
 
+    padding_colour = mean_colour(mean)
+
     def augmented_batch(rows: torch.Tensor) -> torch.Tensor:
         # Gathered from the uint8 array (often a memory map of the decode cache) as needed: the
-        # images are never copied whole, nor pinned whole for a GPU.
-        images_batch = normalise(accelerator.to_device(accelerator.host_batch(images, rows)), mean, std)
-        return random_crop_flip(images_batch, padding=padding, flip=config.flip, generator=generator)
+        # images are never copied whole, nor pinned whole for a GPU. Augmented as uint8 on the device.
+        images_batch = accelerator.to_device(accelerator.host_batch(images, rows))
+        images_batch = random_crop_flip(images_batch, padding=padding, flip=config.flip, generator=generator,
+                                        fill=padding_colour)
+        return accelerator.network_input(normalise(images_batch, mean, std))
 
     rows_per_process = distributed.shard_size(n_samples)  # n_samples unless data-parallel
     batch_size = min(config.batch_size, rows_per_process)
