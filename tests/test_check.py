@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -168,6 +169,20 @@ def test_model_option_accepts_the_run_directory(batch, colour_run):
     assert result.exit_code == 0, result.output
     assert summary_of(result)["model"] == str(colour_run / "model")
 
+
+
+@pytest.mark.parametrize("missing", ["config.json", "model.safetensors"])
+def test_a_folder_without_a_model_is_one_line_naming_the_missing_file(batch, colour_run, tmp_path, missing):
+    from labelaudit.cli.app import app
+
+    model = tmp_path / "model"
+    shutil.copytree(colour_run / "model", model)
+    (model / missing).unlink()
+    result = runner.invoke(app, ["check", str(batch / "images"), str(batch / "clean.csv"), "--model", str(model),
+                                 "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"Error: {model} is not a labelaudit model directory (no {missing})"
 
 def test_junit_has_one_case_per_limit_and_names_offenders(batch, colour_run, tmp_path):
     junit = tmp_path / "reports" / "labels.xml"

@@ -56,7 +56,8 @@ def test_bad_input_fails_before_torch_is_imported(tmp_path):
         from labelaudit.cli.app import app
 
         for args in (["matrix", "-o", {str(tmp_path)!r}], ["report", "-o", {str(tmp_path)!r}],
-                     ["scan", "IMAGES", "LABELS.csv", "--batch-size", "1"], ["train", "IMAGES"]):
+                     ["scan", "IMAGES", "LABELS.csv", "--batch-size", "1"], ["train", "IMAGES"],
+                     ["check", "IMAGES", "BATCH.csv", "--model", {str(tmp_path)!r}]):
             result = CliRunner().invoke(app, args)
             assert result.exit_code == 2 and result.output.startswith("Error:"), result.output
     """)

@@ -16,8 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import LabelAuditError
-from ..gate import CheckResult, CheckSettings, Limits, percent, run_check
+from ..gate import CheckResult, CheckSettings, Limits, percent, resolve_model_dir, run_check
 from ..report.junit import write_junit
+from ..report.rundir import require_model_files
 from ..report.schema import RUN_FILE
 from . import options as opt
 from . import startup
@@ -88,7 +89,8 @@ def check(
         path_column=path_column, label_column=label_column, delimiter=delimiter, device=device,
         max_pixels=max_pixels, workers=workers, worst=top,
     )
-    settings.limits.validate()  # bad limits: one line before torch loads
+    settings.limits.validate()  # bad limits or no model: one line before torch loads
+    require_model_files(resolve_model_dir(model))
     from ..train.checkpoint import load_model  # noqa: F401  (torch and timm load here)
 
     startup.imports_done()

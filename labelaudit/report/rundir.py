@@ -12,7 +12,15 @@ import numpy as np
 
 from ..errors import LabelAuditError
 from .files import atomic_path, write_json
-from .schema import PREDICTIONS_FILE, RUN_FILE, SAMPLES_FILE
+from .schema import MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE, PREDICTIONS_FILE, RUN_FILE, SAMPLES_FILE
+
+
+def require_model_files(directory: str | Path) -> None:
+    """Refuse, in one line, a folder without a saved model's files (checked before torch is imported)."""
+    directory = Path(directory)
+    for name in (MODEL_CONFIG_FILE, MODEL_WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise LabelAuditError(f"{directory} is not a labelaudit model directory (no {name})")
 
 
 def sha256_of_file(path: str | Path) -> str:

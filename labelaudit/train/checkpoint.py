@@ -14,6 +14,7 @@ from ..errors import LabelAuditError
 from ..methods.base import TrainingMethod
 from ..methods.registry import create_method
 from ..report.files import atomic_directory, json_text
+from ..report.rundir import require_model_files
 from .device import Accelerator, select_device
 from .loop import TrainConfig, create_network, normalisation_of, predict_proba
 
@@ -115,9 +116,7 @@ def load_model(directory: str | Path, *, device: str = "cpu") -> LoadedModel:
 
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for required in (config_path, weights_path):
-        if not required.is_file():
-            raise LabelAuditError(f"{directory} is not a labelaudit model directory (no {required.name})")
+    require_model_files(directory)
     try:
         info = json.loads(config_path.read_text(encoding="utf-8"))
         classes = list(info["classes"])
