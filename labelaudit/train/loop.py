@@ -1,7 +1,7 @@
 """The training loop: one function, top to bottom (:func:`train_epochs`), shared by every method.
 
 :func:`fit` trains a network: images arrive decoded once as a (N, H, W, 3) uint8 array; batches are
-sliced from it, moved to the device, normalised and augmented there. The fast mode's linear head
+sliced from it, moved to the device, augmented (as uint8) and normalised there. The fast mode's linear head
 (``labelaudit.train.head``) runs the same loop on embeddings. The method supplies the loss; the loop
 owns data order, optimiser, cosine schedule, autocast, checkpoints on Ctrl-C and progress.
 """
