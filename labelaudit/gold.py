@@ -15,14 +15,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .core.transition import glc_transition
 from .data.csvio import read_label_csv
 from .data.dataset import LabelledImages
-from .data.paths import resolve_under_root
+from .data.paths import PathConfiner
 from .errors import LabelAuditError
 from .report.files import write_json
 from .report.rundir import sha256_of_file
@@ -77,7 +77,8 @@ def read_trusted(trusted_csv: Path, data: LabelledImages, *, path_column: str = 
                                delimiter=delimiter)
     except LabelAuditError as exc:
         raise LabelAuditError(f"trusted labels: {exc}") from None
-    position_of_file = _audited_position_of_file(data)
+    resolve = PathConfiner(data.images_root).resolve  # the root and each folder resolved once, as in scan
+    position_of_file = _audited_position_of_file(data, resolve)
     class_index = {name: k for k, name in enumerate(data.classes)}
 
     matched: dict[int, str] = {}
@@ -85,7 +86,7 @@ def read_trusted(trusted_csv: Path, data: LabelledImages, *, path_column: str = 
     unknown: dict[str, int] = {}
     for csv_path, raw_label in zip(table[path_column].tolist(), table[label_column].tolist()):
         label = raw_label.strip()
-        file, _ = resolve_under_root(data.images_root, csv_path)
+        file, _ = resolve(csv_path)
         position = position_of_file.get(file) if file is not None else None
         if position is None:
             ignored.append(csv_path)
@@ -116,12 +117,14 @@ def read_trusted(trusted_csv: Path, data: LabelledImages, *, path_column: str = 
     return TrustedSet(mask=mask, labels=labels, ignored_paths=ignored, csv_sha256=sha256_of_file(trusted_csv))
 
 
-def _audited_position_of_file(data: LabelledImages) -> dict[Path, int]:
-    """Resolved image file -> position among the audited rows (0..M-1)."""
+def _audited_position_of_file(data: LabelledImages,
+                               resolve: Callable[[str], tuple[str | None, str | None]]) -> dict[str, int]:
+    """Resolved image file (by ``resolve``, a :meth:`PathConfiner.resolve`) -> position among the audited
+    rows (0..M-1)."""
     paths = data.rows["path"].to_numpy()[data.row_index]
-    positions: dict[Path, int] = {}
+    positions: dict[str, int] = {}
     for position, csv_path in enumerate(paths):
-        file, _ = resolve_under_root(data.images_root, str(csv_path))
+        file, _ = resolve(str(csv_path))
         if file is not None:
             positions.setdefault(file, position)
     return positions

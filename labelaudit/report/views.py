@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.images import decode_images
-from ..data.paths import resolve_under_root
+from ..data.paths import PathConfiner
 from ..errors import LabelAuditError
 from .files import atomic_path
 from .rundir import RunRecord, read_run_record
@@ -175,13 +175,13 @@ def load_thumbnails(images_root: str | Path, paths: Sequence[str], size: int, *,
     Paths are confined to the root exactly as in ``scan``; anything that cannot be shown is marked
     not found rather than raising.
     """
-    root = Path(images_root)
-    resolved = [resolve_under_root(root, str(path))[0] for path in paths]
+    resolve = PathConfiner(images_root).resolve  # the root and each folder resolved once
+    resolved = [resolve(str(path))[0] for path in paths]
     usable = [index for index, path in enumerate(resolved) if path is not None]
     images = np.zeros((len(resolved), size, size, 3), np.uint8)
     found = np.zeros(len(resolved), bool)
     if usable:
-        decoded, reasons = decode_images([resolved[i] for i in usable], size, workers=workers)
+        decoded, reasons = decode_images([Path(resolved[i]) for i in usable], size, workers=workers)
         for position, index in enumerate(usable):
             if reasons[position] is None:
                 images[index] = decoded[position]
