@@ -257,7 +257,7 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
             if saved is None:
                 raise
             raise saved.interrupted(fold, interruption, n_folds=settings.folds,
-                                    epochs=settings.train.epochs_for(int(np.sum(~held_out)))) from None
+                                    epochs=config.epochs_for(int(np.sum(~held_out)))) from None
         done.add(fold, fold_probs, fitted.method.settings())
     if saved is not None:
         saved.finished()
