@@ -4,7 +4,8 @@ Writes a label CSV of N rows (``dir/img.png,class``, 10 classes, one extra colum
 stage in a fresh process and prints that process's peak RSS (ru_maxrss) and time:
 
 * ``imports``  — importing the data and report layers (the floor every stage includes);
-* ``csv``      — ``read_label_csv`` of the N rows;
+* ``csv``      — ``read_label_csv`` of the N rows (pyarrow);
+* ``csv-python`` — the same file through the reader's Python ``csv`` reference path, for comparison;
 * ``metadata`` — ``load_labelled_images`` for the N rows: CSV, path confinement, label checks,
   duplicate detection, the per-row report frame. Decoding is replaced by a stub that marks every
   file usable with a 1x1 pixel, and — unless ``--create-files`` — the file-system part of path
@@ -16,6 +17,7 @@ stage in a fresh process and prints that process's peak RSS (ru_maxrss) and time
 
     python benchmarks/memory.py                          # 1,000,000 rows
     python benchmarks/memory.py --rows 50000 --create-files --out benchmarks/out/memory-files.md
+    python benchmarks/memory.py --quote-all --stages csv csv-python   # every cell quoted (R's write.csv)
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ("imports", "csv", "metadata", "report", "report-whole")
+STAGES = ("imports", "csv", "csv-python", "metadata", "report", "report-whole")
 N_CLASSES = 10
 
 
-def write_label_csv(path: Path, n_rows: int) -> None:
+def write_label_csv(path: Path, n_rows: int, *, quote_all: bool = False) -> None:
+    q = '"' if quote_all else ""  # quote_all: every cell quoted, as R's write.csv does
     with path.open("w", encoding="utf-8", newline="") as handle:
-        handle.write("path,label,source\n")
+        handle.write(f"{q}path{q},{q}label{q},{q}source{q}\n")
         for i in range(n_rows):
-            handle.write(f"d{i % 1000:03d}/img{i:07d}.png,class{i % N_CLASSES},batch{i // 100_000}\n")
+            handle.write(f"{q}d{i % 1000:03d}/img{i:07d}.png{q},{q}class{i % N_CLASSES}{q},{q}batch{i // 100_000}{q}\n")
 
 
 def create_files(root: Path, n_rows: int) -> None:
@@ -57,7 +60,7 @@ def run_stage(stage: str, root: Path, csv_path: Path, out_dir: Path, lexical_pat
 
     import labelaudit.data.dataset as dataset_module
     from labelaudit.data.cache import DecodedFiles, DecodeReport
-    from labelaudit.data.csvio import read_label_csv
+    from labelaudit.data.csvio import _read_label_csv_with_python, read_label_csv
     from labelaudit.data.paths import EMPTY_PATH, OUTSIDE_ROOT, _climbs_above_start
     from labelaudit.report.parquet import write_parquet
     from labelaudit.report.schema import SAMPLES_SCHEMA
@@ -83,8 +86,8 @@ def run_stage(stage: str, root: Path, csv_path: Path, out_dir: Path, lexical_pat
                             DecodeReport(cache_used=False, decoded=n, reused=0))
 
     detail = ""
-    if stage == "csv":
-        table = read_label_csv(csv_path)
+    if stage in ("csv", "csv-python"):
+        table = (read_label_csv if stage == "csv" else _read_label_csv_with_python)(csv_path)
         detail = f"{len(table)} rows"
     elif stage != "imports":
         if lexical_paths:
@@ -113,6 +116,7 @@ def main() -> None:
     parser.add_argument("--create-files", action="store_true",
                         help="create the N (empty) files so path confinement really stats them (slow for large N)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--quote-all", action="store_true", help="write every CSV cell quoted")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as Markdown here")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)  # stage root csv out_dir
     args = parser.parse_args()
@@ -121,7 +125,8 @@ def main() -> None:
         print(json.dumps(run_stage(stage, Path(root), Path(csv_path), Path(out_dir), not args.create_files)))
         return
 
-    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {args.rows:,} rows; "
+    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {args.rows:,} rows"
+          f"{' (every cell quoted)' if args.quote_all else ''}; "
           f"file system {'really checked' if args.create_files else 'not touched (lexical path checks)'}")
     results = []
     with tempfile.TemporaryDirectory(prefix="labelaudit-memory-") as scratch:
@@ -129,7 +134,7 @@ def main() -> None:
         root = scratch_path / "images"
         root.mkdir()
         csv_path = scratch_path / "labels.csv"
-        write_label_csv(csv_path, args.rows)
+        write_label_csv(csv_path, args.rows, quote_all=args.quote_all)
         if args.create_files:
             create_files(root, args.rows)
         print(f"label CSV: {csv_path.stat().st_size / 1e6:.0f} MB")
