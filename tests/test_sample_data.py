@@ -1,21 +1,33 @@
-"""Tests for the synthetic dataset generator in sample_data/make.py."""
+"""The bundled sample as committed (sample_data/): Fashion-MNIST images with the planted errors its README documents."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-MAKE_PY = Path(__file__).resolve().parents[1] / "sample_data" / "make.py"
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+N_ROWS = 1500
+SEED = 0
+# sample_data/README.md, "The planted errors": (true, given) -> rows, per kind.
+LOOKALIKE_COUNTS = {
+    ("t-shirt", "shirt"): 13, ("shirt", "t-shirt"): 6, ("shirt", "coat"): 6, ("pullover", "coat"): 11,
+    ("coat", "pullover"): 11, ("sneaker", "sandal"): 14, ("sandal", "sneaker"): 8, ("ankle-boot", "sneaker"): 6,
+}
+SYMMETRIC_ON_LOOKALIKE_PAIRS = {
+    ("pullover", "coat"): 2, ("shirt", "t-shirt"): 1, ("sneaker", "sandal"): 1, ("sandal", "sneaker"): 1,
+    ("ankle-boot", "sneaker"): 1,
+}
 
 
-def _load_make_module():
-    spec = importlib.util.spec_from_file_location("sample_data_make", MAKE_PY)
+def _load_make():
+    spec = importlib.util.spec_from_file_location("sample_data_make", SAMPLE / "make.py")
     module = importlib.util.module_from_spec(spec)
     previous = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # keep __pycache__ out of the bundled sample_data/
@@ -26,10 +38,10 @@ def _load_make_module():
     return module
 
 
-make = _load_make_module()
-
-N_IMAGES = 40
-SIZE = 16
+make = _load_make()
+needs_fashion_mnist = pytest.mark.skipif(
+    not (make.fashion.DATA_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST IDX files absent (Debian package dataset-fashion-mnist)")
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
@@ -39,133 +51,93 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
     return [tuple(row) for row in rows[1:]]
 
 
-def _build(out_dir: Path, **overrides) -> dict:
-    settings = dict(n_images=N_IMAGES, size=SIZE, noise="symmetric", noise_rate=0.1, seed=0)
-    settings.update(overrides)
-    return make.make_dataset(out_dir, **settings)
+@pytest.fixture(scope="module")
+def labels():
+    return _read_csv(SAMPLE / "labels.csv")
 
 
-def test_same_seed_gives_identical_files(tmp_path):
-    first, second = tmp_path / "a", tmp_path / "b"
-    _build(first)
-    _build(second)
-    for name in ("labels.csv", "truth.csv"):
-        assert (first / name).read_bytes() == (second / name).read_bytes()
-    for image_name in ("img_00001.png", "img_00007.png", "img_00040.png"):
-        assert (first / "images" / image_name).read_bytes() == (second / "images" / image_name).read_bytes()
+@pytest.fixture(scope="module")
+def truth():
+    return _read_csv(SAMPLE / "truth.csv")
 
 
-def test_different_seed_gives_different_images_and_labels(tmp_path):
-    _build(tmp_path / "a", seed=0)
-    _build(tmp_path / "b", seed=1)
-    assert (tmp_path / "a" / "truth.csv").read_bytes() != (tmp_path / "b" / "truth.csv").read_bytes()
-    image_a = (tmp_path / "a" / "images" / "img_00001.png").read_bytes()
-    image_b = (tmp_path / "b" / "images" / "img_00001.png").read_bytes()
-    assert image_a != image_b
+def test_labels_and_truth_list_the_same_paths_in_the_same_order(labels, truth):
+    assert [p for p, _ in labels] == [p for p, _ in truth] == [f"fm_{i:05d}.png" for i in range(1, N_ROWS + 1)]
+    assert {label for _, label in labels} | {label for _, label in truth} <= set(make.CLASSES)
+    assert Counter(label for _, label in truth) == {name: N_ROWS // 10 for name in make.CLASSES}
 
 
-def test_images_are_rgb_of_requested_size_and_classes_balanced(tmp_path):
-    _build(tmp_path)
-    truth = _read_csv(tmp_path / "truth.csv")
-    assert [path for path, _ in truth] == [f"img_{i:05d}.png" for i in range(1, N_IMAGES + 1)]
+def test_every_image_exists_decodes_and_nothing_else_is_there(truth):
+    images = SAMPLE / "images"
+    assert sorted(p.name for p in images.iterdir()) == [p for p, _ in truth]
     for path, _ in truth:
-        with Image.open(tmp_path / "images" / path) as image:
-            assert image.mode == "RGB" and image.size == (SIZE, SIZE)
-    counts = {name: 0 for name in make.CLASSES}
-    for _, label in truth:
-        counts[label] += 1
-    assert set(counts.values()) == {N_IMAGES // len(make.CLASSES)}
+        with Image.open(images / path) as image:
+            image.load()
+            assert image.format == "PNG" and image.mode == "L" and image.size == (28, 28)
 
 
-@pytest.mark.parametrize("noise", ["symmetric", "pairs"])
-def test_labels_differ_from_truth_on_exactly_the_planted_rows(tmp_path, noise):
-    summary = _build(tmp_path, noise=noise, noise_rate=0.1)
-    labels = _read_csv(tmp_path / "labels.csv")
-    truth = _read_csv(tmp_path / "truth.csv")
-    assert [path for path, _ in labels] == [path for path, _ in truth]
-    n_differing = sum(given != true for (_, given), (_, true) in zip(labels, truth))
-    assert n_differing == summary["n_flipped"] == round(0.1 * N_IMAGES)
+def test_planted_errors_are_as_documented(labels, truth):
+    index = {name: i for i, name in enumerate(make.CLASSES)}
+    true = np.array([index[label] for _, label in truth])
+    given = [label for _, label in labels]
+    errors = [(t, g) for (_, t), g in zip(truth, given) if t != g]
+    assert len(errors) == round(0.10 * N_ROWS) == 150
+    # The kinds are recomputable from truth.csv: planting depends on the true labels and the seed only.
+    noisy, kind = make.plant_errors(true, SEED)
+    assert [make.CLASSES[i] for i in noisy] == given
+    assert Counter(kind) == {"": 1350, "lookalike": 75, "symmetric": 75}
+    lookalike = Counter((truth[r][1], given[r]) for r in np.flatnonzero(kind == "lookalike"))
+    assert lookalike == LOOKALIKE_COUNTS
+    assert set(lookalike) <= set(make.fashion.LOOKALIKE_FLIPS)
+    symmetric = Counter((truth[r][1], given[r]) for r in np.flatnonzero(kind == "symmetric"))
+    assert all(t != g for t, g in symmetric)
+    on_pairs = {pair: n for pair, n in symmetric.items() if pair in set(make.fashion.LOOKALIKE_FLIPS)}
+    assert on_pairs == SYMMETRIC_ON_LOOKALIKE_PAIRS
+    assert sum(pair in set(make.fashion.LOOKALIKE_FLIPS) for pair in errors) == 81
 
 
-@pytest.mark.parametrize("rate", [0.0, 0.13, 0.5, 1.0])
-@pytest.mark.parametrize("noise", ["symmetric", "pairs"])
-def test_plant_noise_realises_the_rate_exactly(rate, noise):
-    true_labels = np.random.default_rng(5).integers(0, 8, size=1000)
-    noisy = make.plant_noise(true_labels, n_classes=8, noise=noise, noise_rate=rate,
-                             rng=np.random.default_rng(6))
-    assert noisy.shape == true_labels.shape
-    assert np.sum(noisy != true_labels) == round(rate * 1000)
+def test_gold_holds_true_labels_of_five_percent(labels, truth):
+    gold = _read_csv(SAMPLE / "gold.csv")
+    true, given = dict(truth), dict(labels)
+    assert len(gold) == len({p for p, _ in gold}) == 75
+    assert all(true[path] == label for path, label in gold)
+    assert [p for p, _ in gold] == sorted(p for p, _ in gold)
+    assert sum(given[path] != label for path, label in gold) == 7
 
 
-def test_symmetric_noise_spreads_evenly_over_the_other_classes():
-    n_classes = 8
-    true_labels = np.zeros(14_000, dtype=int)
-    noisy = make.plant_noise(true_labels, n_classes=n_classes, noise="symmetric", noise_rate=0.5,
-                             rng=np.random.default_rng(1))
-    counts = np.bincount(noisy[noisy != 0], minlength=n_classes)[1:]
-    expected = 7_000 / (n_classes - 1)
-    assert np.all(np.abs(counts - expected) < 0.15 * expected)
+def test_folder_is_under_two_megabytes_and_carries_its_licence():
+    files = [p for p in SAMPLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert sum(p.stat().st_size for p in files) < 2_000_000
+    licence = (SAMPLE / "LICENSE-fashion-mnist.txt").read_text()
+    assert "Copyright (c) 2017 Zalando SE" in licence and "MIT License" in licence
 
 
-def test_pairs_noise_flips_only_to_the_partner():
-    partners = make.pair_partners(8)
-    assert np.array_equal(partners[partners], np.arange(8))
-    assert np.all(partners != np.arange(8))
-    true_labels = np.random.default_rng(2).integers(0, 8, size=2000)
-    noisy = make.plant_noise(true_labels, n_classes=8, noise="pairs", noise_rate=0.3,
-                             rng=np.random.default_rng(3))
-    changed = noisy != true_labels
-    assert np.array_equal(noisy[changed], partners[true_labels[changed]])
+@needs_fashion_mnist
+def test_make_reproduces_the_committed_sample(tmp_path):
+    make.make_sample(tmp_path, n=N_ROWS, seed=SEED)
+    for name in ("labels.csv", "truth.csv", "gold.csv"):
+        assert (tmp_path / name).read_bytes() == (SAMPLE / name).read_bytes()
+    # Pixels, not bytes: a different zlib could compress the same pixels differently.
+    for path in sorted((SAMPLE / "images").iterdir()):
+        with Image.open(path) as committed, Image.open(tmp_path / "images" / path.name) as rebuilt:
+            assert np.array_equal(np.asarray(committed), np.asarray(rebuilt)), path.name
 
 
-def test_pairs_in_dataset_are_the_documented_look_alikes(tmp_path):
-    look_alikes = {frozenset(p) for p in [("circle", "ring"), ("square", "triangle"),
-                                          ("cross", "star"), ("stripes", "dots")]}
-    _build(tmp_path, noise="pairs", noise_rate=0.5)
-    labels = dict(_read_csv(tmp_path / "labels.csv"))
-    flips = [(true, labels[path]) for path, true in _read_csv(tmp_path / "truth.csv") if labels[path] != true]
-    assert len(flips) == N_IMAGES // 2
-    assert all(frozenset(flip) in look_alikes for flip in flips)
+@needs_fashion_mnist
+def test_make_is_deterministic_and_replaces_its_own_images(tmp_path):
+    assert make.main(["--out", str(tmp_path / "a"), "--n", "60", "--seed", "3"]) == 0
+    make.make_sample(tmp_path / "b", n=100, seed=3)
+    (tmp_path / "b" / "images" / "keep.png").write_bytes(b"not ours")
+    make.make_sample(tmp_path / "b", n=60, seed=3)
+    a, b = sorted((tmp_path / "a").rglob("*.*")), sorted((tmp_path / "b").rglob("*.*"))
+    assert {p.relative_to(tmp_path / "a") for p in a} | {Path("images/keep.png")} == \
+        {p.relative_to(tmp_path / "b") for p in b}
+    for path in a:
+        assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
+    summary = make.make_sample(tmp_path / "c", n=60, seed=3)
+    assert summary["n_errors"] == 6 and summary["n_lookalike"] == 3 and summary["n_symmetric"] == 3
 
 
-def test_pairs_noise_rejects_odd_class_count():
-    with pytest.raises(ValueError, match="even"):
-        make.plant_noise(np.array([0, 1, 2]), n_classes=3, noise="pairs", noise_rate=0.5,
-                         rng=np.random.default_rng(0))
-
-
-def test_test_split_is_disjoint_clean_and_complete(tmp_path):
-    summary = _build(tmp_path / "split", test_fraction=0.25)
-    labels = _read_csv(tmp_path / "split" / "labels.csv")
-    truth = _read_csv(tmp_path / "split" / "truth.csv")
-    test = _read_csv(tmp_path / "split" / "test.csv")
-    assert summary["n_test"] == len(test) == 10
-    assert len(labels) == len(truth) == N_IMAGES - 10
-    labelled_paths, test_paths = {p for p, _ in labels}, {p for p, _ in test}
-    assert not labelled_paths & test_paths
-    on_disk = {p.name for p in (tmp_path / "split" / "images").iterdir()}
-    assert labelled_paths | test_paths == on_disk
-    # True labels do not depend on the split, so a run without one gives every image's truth.
-    _build(tmp_path / "nosplit")
-    all_truth = dict(_read_csv(tmp_path / "nosplit" / "truth.csv"))
-    assert all(all_truth[path] == label for path, label in test)
-    assert summary["n_flipped"] == round(0.1 * (N_IMAGES - 10))
-
-
-def test_regenerating_with_fewer_images_leaves_no_stale_files(tmp_path):
-    _build(tmp_path, test_fraction=0.25)
-    _build(tmp_path, n_images=16)
-    assert len(list((tmp_path / "images").iterdir())) == 16
-    assert not (tmp_path / "test.csv").exists()
-
-
-def test_subdir_per_class_uses_the_given_label_as_folder(tmp_path):
-    _build(tmp_path, subdir_per_class=True, noise_rate=0.25)
-    for path, label in _read_csv(tmp_path / "labels.csv"):
-        assert path.split("/")[0] == label
-        assert (tmp_path / "images" / path).is_file()
-
-
-def test_render_image_rejects_unknown_class():
-    with pytest.raises(ValueError, match="unknown class"):
-        make.render_image("hexagon", np.random.default_rng(0), 16)
+def test_n_must_be_a_multiple_of_the_class_count():
+    with pytest.raises(ValueError, match="multiple of 10"):
+        make.draw_rows(np.arange(60_000) % 10, 1505, SEED)

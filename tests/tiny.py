@@ -15,8 +15,8 @@ TINY_SIZE = 16
 
 
 def load_sample_maker():
-    """``sample_data/make.py`` as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("sample_make", REPO / "sample_data" / "make.py")
+    """``tests/shapes.py``, the synthetic planted-noise dataset generator, as a module."""
+    spec = importlib.util.spec_from_file_location("shapes", REPO / "tests" / "shapes.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
