@@ -1,13 +1,43 @@
-"""Turning scores into verdicts: which rows to flag as likely label errors.
+"""From scores to verdicts: how many labels are wrong, which rows to flag, what each should be.
 
-DESIGN.md §4, "verdicts must add up": ``is_issue`` flags about as many rows as the estimated error rate
-says are wrong, taken in ``rank`` order. With calibrated error probabilities their sum is the expected
-number of wrong labels, so the flagged rows are the ``round(sum)`` most probable errors.
+The rule (README, "How rows are flagged"): estimate the number of wrong labels n̂ from the confident joint
+of the class probabilities, rank rows by their error probability, flag the top round(n̂) rows, and shift
+the error probabilities on the logit scale so that they sum to n̂. The count printed, the rows flagged and
+the mean error probability are then one claim, not three: ``is_issue.sum() == round(n̂)``, the flagged
+rows are ``rank <= round(n̂)``, and ``mean(error_probability) == n̂ / N``.
+
+Conventions as in :mod:`labelaudit.core.scoring`: ``labels`` (N,) ints in [0, K); ``pred_probs`` (N, K)
+rows summing to 1.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .scoring import _labels_and_probs
+from .transition import confident_joint
+
+_LOGIT_CLIP = 1e-6
+
+
+def confident_joint_error_count(labels, pred_probs, *, n_classes: int | None = None) -> float:
+    """Number of wrong labels estimated by the calibrated confident joint: its off-diagonal mass.
+
+    Parameters
+    ----------
+    labels : array_like, shape (N,)
+    pred_probs : array_like, shape (N, K)
+        Probabilities of the clean class that did not see the row's own label memorised
+        (out-of-fold, or ELR's early-learning targets).
+    n_classes : int, optional
+
+    Returns
+    -------
+    float in [0, N]
+    """
+    labels, probs = _labels_and_probs(labels, pred_probs, probs_name="pred_probs")
+    joint = confident_joint(labels, probs, n_classes=n_classes)
+    return float(joint.sum() - np.trace(joint))
 
 
 def estimated_error_count(error_probability) -> int:
@@ -47,3 +77,66 @@ def flag_top_estimated(error_probability, n_flagged: int) -> np.ndarray:
     flagged[order[:n_flagged]] = True
     flagged &= values > 0  # False for NaN too
     return flagged
+
+
+def calibrate_to_total(error_probability, total: float) -> np.ndarray:
+    """Shift error probabilities on the logit scale by one constant so that they sum to ``total``.
+
+    Keeps the order of the rows (so ranks and AUPRC are unchanged) and moves every probability the same
+    way on the logit scale, the one-parameter recalibration that makes the mean agree with an independent
+    estimate of the error count.
+
+    Parameters
+    ----------
+    error_probability : array_like, shape (N,)
+        Values in [0, 1].
+    total : float
+        Target sum, clipped to [0, N].
+
+    Returns
+    -------
+    np.ndarray, shape (N,), float64, in (0, 1); sums to ``total`` within 1e-6·N.
+    """
+    p = np.clip(np.asarray(error_probability, dtype=np.float64), _LOGIT_CLIP, 1.0 - _LOGIT_CLIP)
+    if p.ndim != 1:
+        raise ValueError(f"error_probability must be 1-D (N,), got shape {p.shape}")
+    n = p.shape[0]
+    if n == 0:
+        return p
+    target = float(np.clip(total, n * _LOGIT_CLIP, n * (1.0 - _LOGIT_CLIP)))
+    logits = np.log(p) - np.log1p(-p)
+    low, high = -40.0, 40.0
+    for _ in range(100):  # the sum is increasing in the shift: bisection
+        shift = 0.5 * (low + high)
+        if _sigmoid(logits + shift).sum() > target:
+            high = shift
+        else:
+            low = shift
+    return _sigmoid(logits + 0.5 * (low + high))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def suggested_labels(labels, posterior, flagged) -> np.ndarray:
+    """The label to suggest for each row: the most probable *other* label where the row is flagged,
+    the given label elsewhere (a flag and its suggestion never contradict each other).
+
+    Parameters
+    ----------
+    labels : array_like, shape (N,)
+    posterior : array_like, shape (N, K)
+        P(true = i | image, given label).
+    flagged : array_like of bool, shape (N,)
+
+    Returns
+    -------
+    np.ndarray, shape (N,), int64
+    """
+    labels, post = _labels_and_probs(labels, posterior, probs_name="posterior")
+    flags = np.asarray(flagged, dtype=bool)
+    others = post.copy()
+    others[np.arange(labels.shape[0]), labels] = -np.inf
+    best_other = others.argmax(axis=1) if post.shape[1] > 1 else labels
+    return np.where(flags, best_other, labels)
