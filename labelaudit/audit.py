@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import __version__
 from .core.folds import stratified_folds
+from .core.selfcheck import SelfCheck, plant_flips, planted_flip_metrics, reliability
 from .core.transition import bootstrap_transition_ci, confident_joint, smoothed_confident_joint_transition
 from .data.cache import CACHE_DIR_NAME
 from .data.dataset import LabelledImages, load_labelled_images, read_classes_file
@@ -28,7 +29,7 @@ from .report.schema import (
     CLASSES_FILE, CLASSES_SCHEMA, MODEL_DIR, SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, TRANSITION_FILE,
     TRANSITION_SCHEMA,
 )
-from .report.tables import TransitionEstimate, classes_frame, samples_frame, score_rows, transition_frame
+from .report.tables import RowScores, TransitionEstimate, audit_scores, classes_frame, samples_frame, transition_frame
 from .train import distributed
 from .train.checkpoint import save_model
 from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
@@ -67,6 +68,7 @@ class ScanSettings:
     force: bool = False
     resume: bool = False  # continue the interrupted training saved in out/checkpoint-{scan,train}.pt
     freeze_backbone: bool = False  # fast mode: cached backbone embeddings + a linear head (labelaudit.frozen)
+    self_check: bool = False  # audit a copy with planted flips too and measure how they are found
 
 
 @dataclass
@@ -105,6 +107,8 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         check_frozen_settings(settings.method, resume=settings.resume)
         if distributed.world_size() > 1:
             raise LabelAuditError("--freeze-backbone runs in one process; start it without torchrun")
+    if settings.self_check and distributed.world_size() > 1:
+        raise LabelAuditError("--self-check runs in one process; start it without torchrun")
     if settings.resume:
         if settings.folds > 1 and distributed.world_size() > 1:
             raise LabelAuditError("--resume with --folds works in one process only; start it without torchrun, "
@@ -130,6 +134,13 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
               "method_options": {k: v for k, v in settings.method_options.items() if v is not None}}
     checkpoint = Checkpointing(checkpoint_path(out, "scan"), resume=settings.resume, inputs=inputs)
     trained = train_and_score_inputs(data, settings, progress, checkpoint=checkpoint)
+    estimate = confident_joint_estimate(data.labels, trained.pred_probs, len(data.classes), seed=settings.train.seed)
+    scores, n_errors = audit_scores(data.labels, trained.pred_probs, estimate.matrix)
+    self_check = None
+    if settings.self_check:
+        stage_self_check = time.perf_counter()
+        self_check = run_self_check(data, settings, progress, trained, scores, estimate.matrix, n_errors)
+        timings["self_check_seconds"] = time.perf_counter() - stage_self_check
     if not distributed.is_main_process():  # under torchrun process 0 alone scores and writes the run directory
         distributed.barrier()  # ... and all processes leave together (one leaving early can abort at exit)
         return ScanResult(out=out, summary={}, samples=pd.DataFrame(), classes=pd.DataFrame())
@@ -140,8 +151,6 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     timings["train_seconds"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    estimate = confident_joint_estimate(data.labels, trained.pred_probs, len(data.classes), seed=settings.train.seed)
-    scores = score_rows(data.labels, trained.pred_probs, estimate.matrix)
     samples = samples_frame(data.rows, data.row_index, data.classes, scores, trained.folds)
     classes = classes_frame(data.classes, data.labels, scores, estimate.matrix)
     timings["score_seconds"] = time.perf_counter() - stage
@@ -165,9 +174,15 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
                   schema=TRANSITION_SCHEMA, metadata=metadata)
     save_predictions(out, pred_probs=trained.pred_probs, labels=data.labels, row_index=data.row_index,
                      folds=trained.folds)
-    summary = build_summary(data, scores.error_probability, scores.is_issue, timings, config, out,
+    summary = build_summary(data, n_errors, scores.is_issue, timings, config, out,
                             model_dir=model_dir, history=trained.history)
     summary.update(trained.extra)
+    trust = reliability(data.labels, trained.pred_probs, summary["estimated_error_rate"], self_check=self_check,
+                        held_out=settings.folds > 1)
+    summary.update(reliable=trust.reliable, reliability_reason=trust.reason, label_agreement=trust.label_agreement,
+                   chance_agreement=trust.chance_agreement)
+    if self_check is not None:
+        summary["self_check"] = self_check.to_dict()
     if distributed.world_size() > 1:  # torchrun: the batch size is per process
         summary["processes"] = distributed.world_size()
     write_json(out / SUMMARY_FILE, summary)
@@ -265,6 +280,24 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
     return TrainedScores(pred_probs, assignment, {**method_settings, "scored_with": "out of fold"}, [], config)
 
 
+def run_self_check(data: LabelledImages, settings: ScanSettings, progress: ProgressReporter,
+                   trained: TrainedScores, scores: RowScores, transition: np.ndarray, n_errors: float) -> SelfCheck:
+    """Plant SELF_CHECK_RATE flips among the rows the audit believes correct, shaped like the believed errors
+    (:func:`~labelaudit.core.selfcheck.plant_flips`), audit that copy the same way and measure how the
+    planted flips are found."""
+    believed_correct = ~scores.is_issue
+    planted_labels, planted = plant_flips(data.labels, trained.pred_probs, transition, believed_correct,
+                                          seed=settings.train.seed + 1)
+    copy = replace(data, labels=planted_labels)
+    again = train_and_score_inputs(copy, settings, progress)
+    transition_again = smoothed_confident_joint_transition(planted_labels, again.pred_probs,
+                                                           n_classes=len(data.classes))
+    scores_again, n_errors_again = audit_scores(planted_labels, again.pred_probs, transition_again)
+    n_rows = max(1, len(data.labels))
+    return planted_flip_metrics(planted, believed_correct, scores_again.is_issue, scores_again.error_probability,
+                                estimated_rate_before=n_errors / n_rows, estimated_rate_after=n_errors_again / n_rows)
+
+
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,
                              seed: int = 0) -> TransitionEstimate:
     """T from the confident joint (rows smoothed by a one-row flat prior), with bootstrap intervals."""
@@ -287,12 +320,12 @@ def _check_folds(data: LabelledImages, n_folds: int, seed: int) -> np.ndarray:
     return stratified_folds(data.labels, n_folds, seed=seed)
 
 
-def build_summary(data: LabelledImages, error_probability: np.ndarray, is_issue: np.ndarray,
+def build_summary(data: LabelledImages, n_errors: float, is_issue: np.ndarray,
                   timings: dict[str, float], config: dict[str, Any], out: Path, *,
                   model_dir: Path | None, history: list[dict[str, float]]) -> dict[str, Any]:
     status_counts = data.status_counts()
     audited = int(len(data.labels))
-    estimated_error_rate = float(np.mean(error_probability)) if audited else 0.0
+    estimated_error_rate = n_errors / audited if audited else 0.0
     return {
         "labelaudit_version": __version__,
         "run_directory": str(out),
@@ -303,7 +336,7 @@ def build_summary(data: LabelledImages, error_probability: np.ndarray, is_issue:
         "classes": data.classes,
         "n_issues": int(is_issue.sum()),
         "estimated_error_rate": estimated_error_rate,
-        "estimated_errors": float(np.sum(error_probability)),
+        "estimated_errors": float(n_errors),
         "label_health": 1.0 - estimated_error_rate,
         "transition_estimator": "confident_joint",
         "timings": {k: round(v, 3) for k, v in timings.items()},

@@ -45,6 +45,10 @@ def scan(
     max_pixels: opt.MaxPixels = None,
     workers: opt.Workers = None,
     no_cache: opt.NoCache = False,
+    self_check: Annotated[bool, typer.Option(
+        "--self-check", help="Also audit a copy with 5% planted label errors shaped like the ones found, and report "
+        "how well they were found (measured precision, recall, AUPRC, error-rate bias). Doubles the training.",
+        rich_help_panel=opt.OUTPUT)] = False,
     top: Annotated[int, typer.Option("--top", min=0, help="Suspects shown in the summary.",
                                      rich_help_panel=opt.OUTPUT)] = 15,
     force: opt.Force = False,
@@ -71,6 +75,7 @@ def scan(
         force=force,
         resume=resume,
         freeze_backbone=freeze_backbone,
+        self_check=self_check,
     )
     if freeze_backbone and not pretrained and weights is None:
         stderr.print("[yellow]Warning: --freeze-backbone without --pretrained/--weights uses random features[/]")

@@ -26,6 +26,14 @@ def suspects_table(samples: pd.DataFrame, top: int, title: str = "Most suspiciou
     return table
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: int = 15) -> None:
     skipped = summary["skipped"]
     reasons = ", ".join(f"{n} {reason}" for reason, n in summary["status_counts"].items() if reason != "audited")
@@ -34,6 +42,16 @@ def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: i
     stdout.print(f"[bold]Estimated wrong labels[/] {summary['estimated_error_rate']:.1%} "
                  f"(about {summary['estimated_errors']:.0f}); label health {summary['label_health']:.1%}; "
                  f"[bold]{summary['n_issues']}[/] rows flagged as likely errors")
+    self_check = summary.get("self_check")
+    if self_check:
+        stdout.print(f"[bold]Self-check[/]: {self_check['planted']} planted errors; the audit flagged "
+                     f"{_share(self_check['recall'])} of them (recall) at precision {_share(self_check['precision'])}, "
+                     f"AUPRC {_number(self_check['auprc'])}; the estimated error rate rose by "
+                     f"{self_check['estimated_added_rate']:.1%} for {self_check['planted_rate']:.1%} planted")
+    if summary.get("reliable") is False:
+        stdout.print(f"[bold red]Unreliable audit[/]: {escape(summary['reliability_reason'])}. Do not trust the "
+                     "numbers above; what would help: --pretrained (or --weights FILE), a larger --image-size, more "
+                     "--epochs, --folds 5, or more rows per class.")
     method_settings = summary["settings"].get("method_settings", {})
     if "elr_setting" in method_settings:
         stdout.print(f"ELR β={method_settings['elr_beta']}, λ={method_settings['elr_lambda']} "

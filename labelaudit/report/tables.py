@@ -14,6 +14,9 @@ from ..core.scoring import (
     self_confidence,
     suspicion_rank,
 )
+from ..core.verdicts import (
+    calibrate_to_total, confident_joint_error_count, flag_top_estimated, suggested_labels,
+)
 from .schema import AUDITED, SAMPLES_COLUMNS
 
 
@@ -51,6 +54,32 @@ def score_rows(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarr
         is_issue=suggested != labels,
         rank=suspicion_rank(order_key).astype(np.int32),
     )
+
+
+def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarray,
+                 n_errors: float | None = None) -> tuple[RowScores, float]:
+    """Verdicts that add up (README, "How rows are flagged"): returns the row scores and n̂, the estimated
+    number of wrong labels (``n_errors``, or the confident joint's off-diagonal mass of ``clean_probs``).
+
+    labels: (M,); clean_probs: (M, K); transition: (K, K), for the suggested labels. Rows are ranked by
+    1 − p(given | x) (measured to rank real errors better than the T-posterior, docs/benchmarks.md);
+    ``error_probability`` is that score shifted on the logit scale to sum to n̂; the round(n̂) first rows in
+    rank order are flagged, and a flagged row's suggestion is its most probable other label.
+    """
+    n_classes = clean_probs.shape[1]
+    if n_errors is None:
+        n_errors = confident_joint_error_count(labels, clean_probs, n_classes=n_classes) if len(labels) else 0.0
+    confidence = self_confidence(labels, clean_probs)
+    errors = calibrate_to_total(1.0 - confidence, n_errors)
+    rank = suspicion_rank(errors)
+    is_issue = flag_top_estimated(errors, int(round(n_errors)))
+    posterior = posterior_true_label(labels, clean_probs, transition)
+    suggested = suggested_labels(labels, posterior, is_issue)
+    return RowScores(
+        p_given=confidence.astype(np.float32), label_quality=confidence.astype(np.float32),
+        error_probability=errors.astype(np.float32), suggested=suggested, is_issue=is_issue,
+        rank=rank.astype(np.int32),
+    ), float(n_errors)
 
 
 def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str], scores: RowScores,
