@@ -3,16 +3,33 @@ hold it against agreed limits (the CI gate).
 
 How a batch is scored
 ---------------------
-The saved model gives clean-class probabilities q(i | x) for every usable row (inference only).
+Rows the model trained on are set aside first. A model folder written with its training images holds
+``training_fingerprints.npy``: a 64-bit hash of each training image's decoded pixels. A usable batch
+row whose decoded image has one of those hashes is kept in the report with status
+``seen_in_training`` (column ``seen_in_training`` true) but not scored: the model's probabilities on
+an image it trained on say little about a label's quality. The estimate, the per-class figures and
+the flagged rows cover the other rows. A folder without fingerprints (saved before they were
+recorded) cannot tell; ``seen_in_training`` is then null and the summary says so.
+
+The saved model gives class probabilities for every other row (inference only), scaled by the
+temperature in the model folder's ``calibration.json`` (:func:`temperature_scale`): a network is
+typically overconfident on new images, and every confident mistake of its own would otherwise be
+counted as a wrong label (on Fashion-MNIST a clean batch looked 9% wrong). The temperature is fitted
+when the model is saved, on its training rows, to the posterior of each row's true class given the
+image and its label (:func:`training_calibration`). These calibrated probabilities are q(i | x).
+
 The given labels are explained by a noise channel T (``T[i, j] = P(given j | true i)``) whose
-*shape* comes from the training audit and whose *size* is fitted to the batch:
+*shape* is partly learnt from the training audit and whose *size* is fitted to the batch:
 
-    T[i, i] = 1 − ε,    T[i, j] = ε · S[i, j]  (j ≠ i)
+    T[i, i] = 1 − ε,    T[i, j] = ε · S[i, j]  (j ≠ i),    S = (1 − w) U + w S_train
 
-S is the off-diagonal part of the training run's T (``transition.parquet`` beside the model),
-each row renormalised to sum to 1: which classes get confused with which; uniform over the other
-classes when there is no T. ε, the batch's noise rate, is learnt from the batch alone: its
-likelihood ``Π_n (a_n + ε (b_n − a_n))`` with ``a_n = q(g_n | x_n)`` and
+S_train is the off-diagonal part of the training run's T (``transition.parquet`` beside the model),
+each row renormalised to sum to 1: which classes get confused with which; U spreads a wrong label
+uniformly over the other classes. w (:func:`fit_structure_weight`) is fitted to the batch: a batch
+whose errors follow the training run's confusions gets w near 1, one with errors anywhere w near 0
+(the training structure alone would misjudge it by several points). Without a training T, S = U.
+ε, the batch's noise rate, is learnt from the batch alone: its likelihood
+``Π_n (a_n + ε (b_n − a_n))`` with ``a_n = q(g_n | x_n)`` and
 ``b_n = Σ_{i≠g_n} q(i | x_n) S[i, g_n]`` is computed on a grid over [0, 1] (flat prior), which
 gives its posterior mean and D equally likely values. Fitting ε to the batch matters for a
 gate: scored with the training run's T as it is, a batch much noisier than the training data
@@ -21,6 +38,10 @@ would look about as noisy as the training data.
 Each row's error probability is the posterior ``P(true ≠ given | x, given)`` under T at the
 posterior mean of ε (``report.tables.score_rows``: the same columns as ``samples.parquet``). The
 batch's estimated error rate is their mean.
+
+What it cannot see: when the training labels themselves had systematic confusions (shirt written
+for T-shirt on a third of the T-shirts), the network learns them, and a batch with the same
+confusions looks about as clean as the training data. Only trusted labels separate the two.
 
 The 95% interval
 ----------------
@@ -47,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
@@ -56,7 +78,7 @@ from .data.dataset import load_labelled_images
 from .errors import LabelAuditError
 from .report.parquet import write_parquet
 from .report.rundir import sha256_of_file
-from .report.schema import AUDITED, MODEL_CONFIG_FILE, SAMPLES_SCHEMA, TRANSITION_FILE
+from .report.schema import AUDITED, MODEL_CONFIG_FILE, SAMPLES_COLUMNS, SAMPLES_SCHEMA, TRANSITION_FILE
 from .report.tables import RowScores, samples_frame, score_rows
 from .train.progress import ProgressReporter, SilentProgress
 
@@ -64,16 +86,30 @@ if TYPE_CHECKING:  # pragma: no cover
     from .train.checkpoint import LoadedModel
 
 ON_CHOICES = ("estimate", "upper")
+#: status of a usable batch row whose image the model trained on (kept in the report, not scored)
+SEEN_IN_TRAINING = "seen_in_training"
+#: the batch report's column saying so (after the samples columns; null when the model cannot tell)
+SEEN_COLUMN = "seen_in_training"
 CONFIDENCE = 0.95
 CHECK_DIR = "check"
 # Preferred transition estimator when the run directory holds several (trusted data first).
 ESTIMATOR_PREFERENCE = ("glc", "confident_joint", "nal", "anchor")
 INFERENCE_CHUNK = 1024
+#: the batch report: the samples columns, then ``seen_in_training``, then the CSV's other columns
+CHECK_REPORT_SCHEMA = SAMPLES_SCHEMA.append(pa.field(SEEN_COLUMN, pa.bool_()))
 LISTED_OFFENDERS = 20
 # Equally likely noise rates the intervals average over (posterior slices).
 POSTERIOR_DRAWS = 11
 # Keeps log-likelihood terms finite when the model gives a class probability 0 in float32.
 _PROBABILITY_FLOOR = 1e-12
+# Keeps log p finite when temperature-scaling probabilities that underflowed to 0.
+_LOG_FLOOR = 1e-300
+# Grid of the training structure's weight in the batch's noise structure (0, 1/50, …, 1).
+STRUCTURE_GRID_POINTS = 51
+# Temperatures a calibration may choose.
+TEMPERATURE_RANGE = (0.05, 20.0)
+# Most EM steps of the training rows' noise channel (it usually settles well before).
+EM_ITERATIONS = 200
 
 
 @dataclass
@@ -139,11 +175,23 @@ class RateEstimate:
     confidence: float = CONFIDENCE
     method: str = "poisson_binomial"
 
+    @classmethod
+    def unavailable(cls) -> "RateEstimate":
+        """No row to estimate from (e.g. every row was in the model's training set): NaN figures."""
+        nan = float("nan")
+        return cls(rate=nan, low=nan, high=nan, errors=nan, n=0, method="none")
+
+    @property
+    def available(self) -> bool:
+        return self.n > 0
+
     def gated_value(self, on: str) -> float:
         return self.high if on == "upper" else self.rate
 
     def to_dict(self) -> dict[str, Any]:
-        return {"estimate": self.rate, "low": self.low, "high": self.high, "expected_errors": self.errors,
+        """JSON-ready; the figures are null when unavailable."""
+        return {"estimate": _finite_or_none(self.rate), "low": _finite_or_none(self.low),
+                "high": _finite_or_none(self.high), "expected_errors": _finite_or_none(self.errors),
                 "n": self.n, "confidence": self.confidence, "method": self.method}
 
 
@@ -176,7 +224,7 @@ class LimitOutcome:
     offenders: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -214,17 +262,60 @@ class BaselineComparison:
 
 @dataclass
 class NoiseModel:
-    """The noise channel used to score the batch (see the module docstring)."""
+    """The noise channel and calibration used to score the batch (see the module docstring).
 
-    batch_noise_rate: float
-    most_likely_noise_rate: float
-    noise_rate_low: float
-    noise_rate_high: float
+    The noise-rate fields are None when no row could be scored (every row was in the training set).
+    ``structure_weight``: w in ``S = (1 − w) U + w S_train`` (None: no training T, S uniform).
+    ``temperature``: applied to the model's probabilities (1: uncalibrated, ``calibration`` says why).
+    """
+
+    batch_noise_rate: float | None
+    most_likely_noise_rate: float | None
+    noise_rate_low: float | None
+    noise_rate_high: float | None
     structure_source: str
     training_noise_rate: float | None
+    structure_weight: float | None = None
+    temperature: float = 1.0
+    calibration: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class TrainingOverlap:
+    """How many usable batch rows show an image the model trained on (the same decoded pixels).
+
+    ``known`` is False for a model folder without ``training_fingerprints.npy``: it cannot tell.
+    Rows seen in training are kept in the report (status ``seen_in_training``) but not scored: the
+    model's probabilities on images it trained on say little about their labels' quality.
+    """
+
+    known: bool
+    seen: int
+    usable: int
+
+    @property
+    def estimated(self) -> int:
+        """Usable rows the estimate covers."""
+        return self.usable - self.seen
+
+    @property
+    def message(self) -> str:
+        if not self.known:
+            return ("the model folder records no training fingerprints (saved before labelaudit recorded them): "
+                    "cannot tell whether any rows were in its training set")
+        if self.seen == 0:
+            return f"none of the {self.usable} usable rows were in the model's training set"
+        if self.estimated == 0:
+            return f"all {self.usable} usable rows were in the model's training set"
+        return (f"{self.seen} of {self.usable} usable rows were in the model's training set; the estimate covers "
+                f"the other {self.estimated}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"known": self.known, "rows": self.seen if self.known else None, "of": self.usable,
+                "estimate_covers": self.estimated, "message": self.message}
 
 
 @dataclass
@@ -247,6 +338,7 @@ class CheckResult:
     noise_model: NoiseModel
     baseline: BaselineComparison | None
     timings: dict[str, float]
+    training_overlap: TrainingOverlap | None = None
 
     @property
     def passed(self) -> bool:
@@ -261,8 +353,14 @@ class CheckResult:
         return [limit for limit in self.limits if not limit.passed]
 
     @property
+    def seen_in_training(self) -> int:
+        """Usable rows recognised as training images (0 when the model cannot tell)."""
+        return self.training_overlap.seen if self.training_overlap is not None else 0
+
+    @property
     def skipped(self) -> int:
-        return self.rows - self.audited
+        """Rows not usable (missing file, unreadable image, …); rows seen in training are not counted."""
+        return self.rows - self.audited - self.seen_in_training
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what ``--json`` prints)."""
@@ -277,6 +375,7 @@ class CheckResult:
             "audited": self.audited,
             "skipped": self.skipped,
             "status_counts": self.status_counts,
+            "seen_in_training": self.training_overlap.to_dict() if self.training_overlap else None,
             "error_rate": self.error_rate.to_dict(),
             "n_issues": self.n_issues,
             "on": self.on,
@@ -429,34 +528,226 @@ def batch_transition(noise_rate: float, structure: np.ndarray) -> np.ndarray:
     return (1.0 - noise_rate) * np.eye(n_classes) + noise_rate * structure
 
 
+def fit_structure_weight(labels: np.ndarray, clean_probs: np.ndarray, training_structure: np.ndarray, *,
+                         grid_points: int = STRUCTURE_GRID_POINTS) -> float:
+    """Weight w of the training run's structure in ``S_w = (1 − w) U + w S_train`` (U: uniform over
+    the other classes) that, with ε at its maximum, makes the batch's given labels most likely.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (M,)
+        Given class indices.
+    clean_probs : np.ndarray, shape (M, K)
+        Clean-class probabilities q(i | x), calibrated.
+    training_structure : np.ndarray, shape (K, K)
+        :func:`off_diagonal_structure` of the training run's T.
+
+    Returns
+    -------
+    float
+        w in [0, 1] on a grid of ``grid_points``; ties (e.g. a batch with no noise, where every w is
+        as likely) go to the larger w, i.e. to the training run's structure.
+
+    Notes
+    -----
+    With ``u = ε (1 − w)`` and ``v = ε w`` the log-likelihood ``Σ log(a (1 − u − v) + u b_U + v b_S)``
+    is concave in (u, v), so its maximum along each ray w is unimodal in w and a grid finds it.
+    A batch whose wrong labels go anywhere (symmetric noise) gets w near 0; one whose wrong labels
+    follow the training run's confusions gets w near 1.
+    """
+    n_classes = np.asarray(clean_probs).shape[1]
+    uniform = LabelEvidence.of(labels, clean_probs, off_diagonal_structure(None, n_classes))
+    trained = LabelEvidence.of(labels, clean_probs, training_structure)
+    best_weight, best = 1.0, -np.inf
+    for weight in np.linspace(1.0, 0.0, grid_points):
+        evidence = LabelEvidence(given=uniform.given, other=(1.0 - weight) * uniform.other + weight * trained.other)
+        value = float(evidence.log_likelihood(np.array([evidence.most_likely_noise_rate()]))[0])
+        if value > best + 1e-9:
+            best_weight, best = float(weight), value
+    return best_weight
+
+
 @dataclass
 class BatchScores:
     """Per-row scores of a batch (at the posterior mean of ε) and the noise model behind them.
 
     ``error_probability_draws`` (D, M): each row's error probability at each of the D equally
-    likely noise rates in ``noise.draws``; the intervals mix over them.
+    likely noise rates in ``noise.draws``; the intervals mix over them. ``structure_weight``: w of
+    :func:`fit_structure_weight` (None without a training T: the structure is uniform).
     """
 
     rows: RowScores
     noise: NoiseRatePosterior
     transition: np.ndarray
     error_probability_draws: np.ndarray
+    structure_weight: float | None = None
 
 
 def score_batch(labels: np.ndarray, clean_probs: np.ndarray,
                 training_transition: np.ndarray | None = None) -> BatchScores:
     """Fit the batch's noise rate and score every row (see the module docstring).
 
-    labels: (M,) given class indices; clean_probs: (M, K); training_transition: (K, K) T of the
-    training run (which classes are confused with which), or None.
+    labels: (M,) given class indices; clean_probs: (M, K), calibrated (:func:`temperature_scale`);
+    training_transition: (K, K) T of the training run (which classes are confused with which), or
+    None. With a T, the structure is ``(1 − w) U + w S_train``, w fitted to the batch.
     """
     n_classes = np.asarray(clean_probs).shape[1]
-    structure = off_diagonal_structure(training_transition, n_classes)
+    weight = None
+    structure = off_diagonal_structure(None, n_classes)
+    if training_transition is not None:
+        trained = off_diagonal_structure(training_transition, n_classes)
+        weight = fit_structure_weight(labels, clean_probs, trained)
+        structure = (1.0 - weight) * structure + weight * trained
     evidence = LabelEvidence.of(labels, clean_probs, structure)
     noise = noise_rate_posterior(evidence)
     transition = batch_transition(noise.mean, structure)
     return BatchScores(rows=score_rows(labels, clean_probs, transition), noise=noise, transition=transition,
-                       error_probability_draws=evidence.error_probability(noise.draws))
+                       error_probability_draws=evidence.error_probability(noise.draws), structure_weight=weight)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def temperature_scale(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / τ)`` row-wise: (M, K) -> (M, K) float64. τ > 1 softens, τ = 1 is the identity.
+
+    The same as dividing the logits by τ (log p differs from the logits by a per-row constant).
+    """
+    log_p = np.log(np.maximum(np.asarray(probs, dtype=np.float64), _LOG_FLOOR)) / float(temperature)
+    log_p -= log_p.max(axis=1, keepdims=True)
+    scaled = np.exp(log_p)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def fit_temperature_to_targets(probs: np.ndarray, targets: np.ndarray) -> float:
+    """Temperature τ minimising the cross-entropy ``−Σ_n Σ_i targets[n, i] log softmax(log probs[n] / τ)_i``.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (N, K)
+        A model's class probabilities.
+    targets : np.ndarray, shape (N, K)
+        What they should agree with: one-hot true labels, or a distribution over the true class.
+
+    Returns
+    -------
+    float
+        τ in [0.05, 20]. The loss is convex in 1/τ, hence unimodal in log τ: a grid picks the
+        bracket, golden-section search refines it.
+    """
+    log_p = np.log(np.maximum(np.asarray(probs, dtype=np.float64), _LOG_FLOOR))
+    weights = np.asarray(targets, dtype=np.float64)
+    if log_p.shape != weights.shape or log_p.ndim != 2:
+        raise ValueError(f"probs and targets must both be (N, K), got {log_p.shape} and {weights.shape}")
+    if log_p.shape[0] == 0:
+        return 1.0
+
+    def loss(log_temperature: float) -> float:
+        scaled = log_p / math.exp(log_temperature)
+        top = scaled.max(axis=1, keepdims=True)
+        log_norm = top + np.log(np.exp(scaled - top).sum(axis=1, keepdims=True))
+        return float(-(weights * (scaled - log_norm)).sum())
+
+    grid = np.linspace(math.log(TEMPERATURE_RANGE[0]), math.log(TEMPERATURE_RANGE[1]), 41)
+    values = [loss(x) for x in grid]
+    best = int(np.argmin(values))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = loss(a), loss(b)
+    while high - low > 1e-6:
+        if fa <= fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = loss(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = loss(b)
+    return float(math.exp(0.5 * (low + high)))
+
+
+def training_calibration(labels: np.ndarray, model_probs: np.ndarray, method_probs: np.ndarray) -> dict[str, Any]:
+    """The temperature that calibrates a trained model, fitted on its training rows.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        The given (noisy) labels of the training rows.
+    model_probs : np.ndarray, shape (N, K)
+        The final model's probabilities on those rows' images (un-augmented), as ``check`` will see
+        new images.
+    method_probs : np.ndarray, shape (N, K)
+        The training method's non-memorised probabilities of the same rows (ELR's targets): what the
+        scan scores the rows with.
+
+    Returns
+    -------
+    dict
+        ``temperature``, ``fitted`` (True), ``rows``, ``target`` (what τ was fitted to) and
+        ``training_noise_rate`` (1 − mean diagonal of the T used).
+
+    Notes
+    -----
+    The given labels are not trustworthy, so τ is not fitted to them: the target is the posterior
+    ``P(true = i | image, given label)`` from ``method_probs`` and T (``core.scoring.posterior_true_label``),
+    i.e. each label weighted by how far the method's view of the image supports it. T is the maximum-
+    likelihood noise channel given ``method_probs`` (:func:`fit_noise_channel`, EM from the smoothed
+    confident joint). With ELR's targets this recovers, on Fashion-MNIST with 20% symmetric noise, most
+    of the temperature the held-out images' true labels call for (benchmarks/check.py --accuracy).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    method_probs = np.asarray(method_probs, dtype=np.float64)
+    transition = fit_noise_channel(labels, method_probs)
+    from .core.scoring import posterior_true_label
+
+    posterior = posterior_true_label(labels, method_probs, transition)
+    return {
+        "temperature": fit_temperature_to_targets(model_probs, posterior),
+        "fitted": True,
+        "rows": int(labels.shape[0]),
+        "target": "posterior of the true class given the image and the given label (the method's training "
+                  "probabilities and their maximum-likelihood noise channel)",
+        "training_noise_rate": float(1.0 - np.mean(np.diag(transition))),
+    }
+
+
+def fit_noise_channel(labels: np.ndarray, clean_probs: np.ndarray, *, iterations: int = EM_ITERATIONS,
+                      tolerance: float = 1e-6) -> np.ndarray:
+    """Maximum-likelihood T of ``P(given = j | x) = Σ_i q(i | x) T[i, j]`` with q fixed, by EM.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (N,)
+        Given class indices.
+    clean_probs : np.ndarray, shape (N, K)
+        q(i | x).
+
+    Returns
+    -------
+    np.ndarray, shape (K, K)
+        Row-stochastic. Starts from the smoothed confident-joint T; each step sets row i to where the
+        rows whose true class is i (by the posterior) were labelled. A class no row is believed to
+        belong to keeps an identity row.
+    """
+    from .core.scoring import posterior_true_label
+    from .core.transition import smoothed_confident_joint_transition
+
+    labels = np.asarray(labels, dtype=np.int64)
+    clean_probs = np.asarray(clean_probs, dtype=np.float64)
+    n_classes = clean_probs.shape[1]
+    transition = smoothed_confident_joint_transition(labels, clean_probs, n_classes=n_classes)
+    for _ in range(iterations):
+        posterior = posterior_true_label(labels, clean_probs, transition)
+        joint = np.zeros((n_classes, n_classes))
+        np.add.at(joint.T, labels, posterior)  # joint[i, j] = Σ_{n: given j} P(true i | x_n, j)
+        mass = joint.sum(axis=1, keepdims=True)
+        updated = np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), np.eye(n_classes))
+        change = float(np.abs(updated - transition).max())
+        transition = updated
+        if change < tolerance:
+            break
+    return transition
 
 
 def rate_estimate(error_probability: np.ndarray, draws: np.ndarray | None = None, *,
@@ -528,15 +819,27 @@ def class_outcomes(classes: list[str], labels: np.ndarray, error_probability: np
 
 
 def evaluate_limits(limits: Limits, error_rate: RateEstimate, classes: list[ClassOutcome],
-                    flagged: pd.DataFrame, audited: int) -> list[LimitOutcome]:
+                    flagged: pd.DataFrame, audited: int, *, unavailable_reason: str = "no row could be scored",
+                    seen: int = 0) -> list[LimitOutcome]:
     """Hold each set limit against the batch, in a fixed order.
 
     ``flagged``: the flagged rows (columns path, given_label, suggested_label, error_probability),
-    most suspicious first; they are named when a limit on errors fails.
+    most suspicious first; they are named when a limit on errors fails. When ``error_rate`` is
+    unavailable (no row to estimate from), the two error-rate limits cannot be checked and fail,
+    saying ``unavailable_reason``: a gate does not pass what it could not measure. ``audited``: the
+    scored rows; ``seen``: usable rows not scored because the model trained on them (they do not
+    count towards ``--min-images``).
     """
     outcomes = []
     which = "upper bound" if limits.on == "upper" else "estimate"
     row_names = _row_descriptions(flagged)
+    if not error_rate.available:
+        for name, option, limit in (("max_error_rate", "--max-error-rate", limits.max_error_rate),
+                                    ("max_class_error_rate", "--max-class-error-rate", limits.max_class_error_rate)):
+            if limit is not None:
+                outcomes.append(LimitOutcome(name, option, limit, float("nan"), False,
+                                             f"cannot be checked: {unavailable_reason}"))
+        limits = Limits(max_issues=limits.max_issues, min_images=limits.min_images, on=limits.on)
     if limits.max_error_rate is not None:
         value = error_rate.gated_value(limits.on)
         passed = value <= limits.max_error_rate
@@ -568,7 +871,9 @@ def evaluate_limits(limits: Limits, error_rate: RateEstimate, classes: list[Clas
                                      [] if passed else row_names))
     if limits.min_images is not None:
         passed = audited >= limits.min_images
-        message = f"{audited} usable rows; {'at least' if passed else 'fewer than'} {limits.min_images} required"
+        besides = f" (besides {seen} seen in training)" if seen else ""
+        message = (f"{audited} usable rows{besides}; {'at least' if passed else 'fewer than'} {limits.min_images} "
+                   "required")
         outcomes.append(LimitOutcome("min_images", "--min-images", limits.min_images, audited, passed, message))
     return outcomes
 
@@ -635,43 +940,105 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
     timings["decode_seconds"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    clean_probs = predict_in_chunks(model, data.images, progress)
+    seen = model.seen_in_training(data.images)  # None: the model folder cannot tell
+    overlap = TrainingOverlap(known=seen is not None, seen=int(seen.sum()) if seen is not None else 0,
+                              usable=len(data.labels))
+    scored = ~seen if seen is not None else np.ones(len(data.labels), dtype=bool)
+    timings["fingerprint_seconds"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
+    images = data.images if scored.all() else data.images[scored]
+    probs = predict_in_chunks(model, images, progress) if len(images) else np.zeros((0, len(model.classes)))
+    clean_probs = temperature_scale(probs, model.temperature) if model.temperature != 1.0 else probs
     timings["inference_seconds"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
+    labels = data.labels[scored]
     training_transition, source = find_training_transition(model)
-    batch_scores = score_batch(data.labels, clean_probs, training_transition)
-    scores = batch_scores.rows
-    samples = samples_frame(data.rows, data.row_index, model.classes, scores,
-                            np.zeros(len(data.labels), np.int16))
-    draws = batch_scores.error_probability_draws
-    error_rate = rate_estimate(scores.error_probability, draws)
+    rows = mark_seen_rows(data.rows, data.row_index, seen)
     limits = settings.limits
-    classes = class_outcomes(model.classes, data.labels, scores.error_probability, scores.is_issue, draws,
-                             limit=limits.max_class_error_rate, on=limits.on)
+    if len(labels):
+        batch_scores = score_batch(labels, clean_probs, training_transition)
+        scores, draws, noise = batch_scores.rows, batch_scores.error_probability_draws, batch_scores.noise
+        error_rate = rate_estimate(scores.error_probability, draws)
+        classes = class_outcomes(model.classes, labels, scores.error_probability, scores.is_issue, draws,
+                                 limit=limits.max_class_error_rate, on=limits.on)
+    else:
+        batch_scores, scores, noise = None, _no_scores(), None
+        error_rate, classes = RateEstimate.unavailable(), []
+    samples = samples_frame(rows, data.row_index[scored], model.classes, scores, np.zeros(len(labels), np.int16))
+    samples = _with_seen_column(samples, data.row_index, seen)
     flagged = (samples[samples["is_issue"] == True]  # noqa: E712 (object column holding None for skipped rows)
                .sort_values("rank")[["path", "given_label", "suggested_label", "error_probability", "rank"]])
-    outcomes = evaluate_limits(limits, error_rate, classes, flagged, len(data.labels))
-    baseline = compare_with_baseline(settings.baseline, error_rate, classes) if settings.baseline else None
-    noise = batch_scores.noise
+    outcomes = evaluate_limits(limits, error_rate, classes, flagged, len(labels),
+                               unavailable_reason=overlap.message, seen=overlap.seen)
+    baseline = (compare_with_baseline(settings.baseline, error_rate, classes)
+                if settings.baseline and error_rate.available else None)
     noise_model = NoiseModel(
-        batch_noise_rate=noise.mean, most_likely_noise_rate=noise.most_likely, noise_rate_low=noise.low,
-        noise_rate_high=noise.high, structure_source=source,
+        batch_noise_rate=noise.mean if noise else None, most_likely_noise_rate=noise.most_likely if noise else None,
+        noise_rate_low=noise.low if noise else None, noise_rate_high=noise.high if noise else None,
+        structure_source=source,
         training_noise_rate=None if training_transition is None else
         float(1.0 - np.mean(np.diag(training_transition))),
+        structure_weight=batch_scores.structure_weight if batch_scores else None,
+        temperature=model.temperature, calibration=describe_calibration(model.calibration),
     )
     timings["scoring_seconds"] = time.perf_counter() - stage
     timings["total_seconds"] = time.perf_counter() - started
 
     result = CheckResult(
         batch_csv=Path(settings.batch_csv), model_dir=model.directory, report_path=settings.report_path(),
-        rows=len(data.rows), audited=len(data.labels), status_counts=data.status_counts(),
+        rows=len(data.rows), audited=len(labels), status_counts=_status_counts(rows),
         error_rate=error_rate, n_issues=int(scores.is_issue.sum()), classes=classes, limits=outcomes,
         on=limits.on, worst_rows=flagged.head(max(settings.worst, 0)).reset_index(drop=True),
-        samples=samples, noise_model=noise_model, baseline=baseline, timings=timings,
+        samples=samples, noise_model=noise_model, baseline=baseline, timings=timings, training_overlap=overlap,
     )
     write_batch_report(result, settings, model, data.images_root)
     return result
+
+
+def mark_seen_rows(rows: pd.DataFrame, row_index: np.ndarray, seen: np.ndarray | None) -> pd.DataFrame:
+    """``rows`` with status ``seen_in_training`` at the usable rows ``seen`` marks (a copy when any)."""
+    if seen is None or not seen.any():
+        return rows
+    rows = rows.copy()
+    rows.iloc[row_index[seen], rows.columns.get_loc("status")] = SEEN_IN_TRAINING
+    return rows
+
+
+def describe_calibration(calibration: dict[str, Any] | None) -> str:
+    """One phrase saying where the temperature comes from."""
+    if calibration is None:
+        return "none (the model folder has no calibration.json: probabilities used as the model gives them)"
+    if not calibration.get("fitted", False):
+        return f"none ({calibration.get('reason', 'not fitted')})"
+    return f"temperature fitted on {calibration.get('rows', '?')} training rows (calibration.json)"
+
+
+def _with_seen_column(samples: pd.DataFrame, row_index: np.ndarray, seen: np.ndarray | None) -> pd.DataFrame:
+    """Insert ``seen_in_training`` after the samples columns: True/False for usable rows, null for
+    the others and for every row when the model cannot tell."""
+    column = np.full(len(samples), None, dtype=object)
+    if seen is not None:
+        column[row_index] = list(seen.astype(bool))
+    if SEEN_COLUMN in samples.columns:  # a CSV column of that name keeps its values under another name
+        samples = samples.rename(columns={SEEN_COLUMN: f"csv_{SEEN_COLUMN}"})
+    samples.insert(len(SAMPLES_COLUMNS), SEEN_COLUMN, column)
+    return samples
+
+
+def _status_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """Rows per status: ``audited`` first, then by count, largest first (as ``LabelledImages``)."""
+    counts = rows["status"].value_counts()
+    ordered = sorted(counts.items(), key=lambda item: (item[0] != AUDITED, -item[1], item[0]))
+    return {str(status): int(n) for status, n in ordered}
+
+
+def _no_scores() -> RowScores:
+    empty = np.zeros(0)
+    return RowScores(p_given=empty.astype(np.float32), label_quality=empty.astype(np.float32),
+                     error_probability=empty.astype(np.float32), suggested=empty.astype(np.int64),
+                     is_issue=empty.astype(bool), rank=empty.astype(np.int32))
 
 
 def resolve_model_dir(directory: Path) -> Path:
@@ -765,10 +1132,11 @@ def write_batch_report(result: CheckResult, settings: CheckSettings, model: Load
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "images_root": str(images_root),
         "labels_sha256": sha256_of_file(settings.batch_csv),
-        "check": {k: summary[k] for k in ("passed", "rows", "audited", "error_rate", "n_issues", "limits")},
+        "check": {k: summary[k] for k in ("passed", "rows", "audited", "seen_in_training", "error_rate", "n_issues",
+                                          "limits")},
     }
     try:
-        write_parquet(result.samples, result.report_path, schema=SAMPLES_SCHEMA, metadata=metadata)
+        write_parquet(result.samples, result.report_path, schema=CHECK_REPORT_SCHEMA, metadata=metadata)
     except OSError as exc:
         raise LabelAuditError(f"cannot write the batch report {result.report_path}: {exc.strerror or exc}") from None
 
@@ -792,6 +1160,10 @@ def _row_descriptions(flagged: pd.DataFrame, limit: int = LISTED_OFFENDERS) -> l
     if len(flagged) > limit:
         described.append(f"… and {len(flagged) - limit} more flagged rows")
     return described
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

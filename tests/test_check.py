@@ -241,3 +241,137 @@ def test_baseline_reports_change_and_worse_classes(batch, colour_run, tmp_path):
     result = check(batch, "clean.csv", colour_run, "--baseline", str(colour_run / "samples.parquet"))
     assert result.exit_code == 0, result.output
     assert "Compared with" in result.stdout
+
+
+# --------------------------------------------------------------------------- rows seen in training
+
+
+@pytest.fixture(scope="session")
+def fingerprinted_run(colour_run, tmp_path_factory) -> Path:
+    """colour_run with its model's training fingerprints and calibration recorded (as ``save_model``
+    writes them when given the training images)."""
+    from labelaudit.data.dataset import load_labelled_images
+    from labelaudit.train.checkpoint import load_model, record_training_data
+
+    run = tmp_path_factory.mktemp("fingerprinted") / "run"
+    shutil.copytree(colour_run, run)
+    model = load_model(run / "model")
+    training = load_labelled_images(colour_run.parent / "images", colour_run.parent / "labels.csv",
+                                    image_size=model.image_size, classes=model.classes)
+    record_training_data(run / "model", training.images, training.labels, None)
+    return run
+
+
+@pytest.fixture(scope="session")
+def mixed_batch(colour_run, batch, tmp_path_factory) -> tuple[Path, list[bool]]:
+    """A batch folder with the 60 new images and 12 training images, 6 of them under new names
+    (recognised by their pixels, not their names), interleaved; and which rows are training images."""
+    root = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(batch / "images", root / "images")
+    training_rows = list(csv.reader((colour_run.parent / "labels.csv").open()))[1:13]
+    new_rows = list(csv.reader((batch / "clean.csv").open()))[1:]
+    rows, seen = [], []
+    for i, (path, label) in enumerate(training_rows):
+        name = path if i % 2 else f"renamed_{i}.png"
+        shutil.copy(colour_run.parent / "images" / path, root / "images" / name)
+        rows += [[name, label], *new_rows[5 * i:5 * i + 5]]
+        seen += [True] + [False] * 5
+    write_csv(root / "mixed.csv", rows)
+    return root, seen
+
+
+def test_rows_seen_in_training_are_recognised_and_set_aside(fingerprinted_run, mixed_batch, tmp_path):
+    from labelaudit.cli.app import app
+
+    root, seen = mixed_batch
+    args = ["check", str(root / "images"), str(root / "mixed.csv"), "--model", str(fingerprinted_run / "model"),
+            "-o", str(fingerprinted_run), "--device", "cpu", "--report", str(tmp_path / "mixed.parquet")]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = summary_of(result)
+    assert summary["seen_in_training"] == {
+        "known": True, "rows": 12, "of": 72, "estimate_covers": 60,
+        "message": "12 of 72 usable rows were in the model's training set; the estimate covers the other 60"}
+    assert summary["audited"] == 60 and summary["skipped"] == 0 and summary["error_rate"]["n"] == 60
+    assert summary["status_counts"] == {"audited": 60, "seen_in_training": 12}
+    assert sum(c["n"] for c in summary["classes"]) == 60  # per-class figures leave them out too
+    report = pd.read_parquet(tmp_path / "mixed.parquet")
+    assert len(report) == 72  # every row is kept
+    assert report["seen_in_training"].tolist() == seen  # exactly the training images
+    assert (report["status"][report["seen_in_training"]] == "seen_in_training").all()
+    assert report["error_probability"][report["seen_in_training"]].isna().all()
+    assert sorted(report["rank"].dropna().astype(int)) == list(range(1, 61))
+    text = runner.invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "Audited 60 of 72 rows" in text.stdout
+    assert "12 of 72 usable rows were in the model's training set; the estimate covers the other 60" in text.stdout
+
+
+def test_a_batch_of_training_images_cannot_be_estimated(fingerprinted_run, colour_run, tmp_path):
+    from labelaudit.cli.app import app
+
+    args = ["check", str(colour_run.parent / "images"), str(colour_run.parent / "labels.csv"),
+            "--model", str(fingerprinted_run / "model"), "-o", str(fingerprinted_run), "--device", "cpu",
+            "--report", str(tmp_path / "train.parquet")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output  # no limits: report only
+    assert "all 90 usable rows were in the model's training set" in result.stdout
+    assert "cannot be estimated" in result.stdout and "Estimated error rate" not in result.stdout
+    report = pd.read_parquet(tmp_path / "train.parquet")
+    assert len(report) == 90 and report["seen_in_training"].all() and report["error_probability"].isna().all()
+    gated = runner.invoke(app, [*args, "--max-error-rate", "0.2", "--json"])
+    assert gated.exit_code == 1  # a gate does not pass what it could not measure
+    summary = summary_of(gated)
+    assert summary["error_rate"]["estimate"] is None and summary["audited"] == 0
+    [limit] = summary["limits"]
+    assert not limit["passed"] and limit["message"].startswith("cannot be checked: all 90 usable rows")
+
+
+def test_a_model_without_fingerprints_says_it_cannot_tell(batch, colour_run, tmp_path):
+    result = check(batch, "clean.csv", colour_run, "--json", "--report", str(tmp_path / "old.parquet"))
+    assert result.exit_code == 0, result.output
+    overlap = summary_of(result)["seen_in_training"]
+    assert overlap["known"] is False and overlap["rows"] is None and overlap["estimate_covers"] == 60
+    assert "cannot tell whether any rows were in its training set" in overlap["message"]
+    assert pd.read_parquet(tmp_path / "old.parquet")["seen_in_training"].isna().all()
+    text = check(batch, "clean.csv", colour_run, "--report", str(tmp_path / "old.parquet"))
+    assert "cannot tell whether any rows were in its training set" in text.stdout
+
+
+def test_save_model_writes_fingerprints_and_calibration(tmp_path):
+    """save_model records the training images' fingerprints (sorted, unique) and, for a method that
+    keeps no non-memorised probabilities, an unfitted calibration saying why."""
+    from labelaudit.methods.registry import create_method
+    from labelaudit.train.checkpoint import image_fingerprints, load_model, save_model
+    from labelaudit.train.loop import TrainConfig, create_network
+
+    config = TrainConfig(model=TINY_MODEL, image_size=TINY_SIZE, device="cpu")
+    method = create_method("ce")
+    method.build_networks(lambda: create_network(config, 3), 3)
+    images = np.random.default_rng(0).integers(0, 256, (20, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    images[5] = images[2]  # a duplicate picture
+    save_model(tmp_path / "model", method, config, NAMES, training_images=images,
+               training_labels=np.arange(20) % 3)
+    model = load_model(tmp_path / "model")
+    assert model.training_fingerprints.dtype == np.uint64 and len(model.training_fingerprints) == 19
+    assert np.all(np.diff(model.training_fingerprints.astype(np.float64)) > 0)
+    assert model.seen_in_training(images[[0, 5]]).all()
+    other = images[:2].copy()
+    other[:, 0, 0, 0] ^= 1  # one pixel differs
+    assert not model.seen_in_training(other).any()
+    assert len(set(image_fingerprints(images).tolist())) == 19
+    assert model.calibration["fitted"] is False and model.temperature == 1.0
+    assert "ce keeps no non-memorised probabilities" in model.calibration["reason"]
+
+
+def test_an_unreadable_fingerprint_file_is_one_error_line(batch, fingerprinted_run, tmp_path):
+    from labelaudit.cli.app import app
+
+    model = tmp_path / "model"
+    shutil.copytree(fingerprinted_run / "model", model)
+    (model / "training_fingerprints.npy").write_bytes(b"not numpy")
+    result = runner.invoke(app, ["check", str(batch / "images"), str(batch / "clean.csv"), "--model", str(model),
+                                 "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: cannot read {model / 'training_fingerprints.npy'}")

@@ -13,6 +13,7 @@ import pytest
 from labelaudit.errors import LabelAuditError
 from labelaudit.gate import (
     ClassOutcome,
+    LabelEvidence,
     Limits,
     RateEstimate,
     class_outcomes,
@@ -20,10 +21,15 @@ from labelaudit.gate import (
     evaluate_limits,
     find_training_transition,
     fit_batch_noise_rate,
+    fit_noise_channel,
+    fit_structure_weight,
+    fit_temperature_to_targets,
     off_diagonal_structure,
     percent,
     rate_estimate,
     score_batch,
+    temperature_scale,
+    training_calibration,
 )
 from labelaudit.report.parquet import write_parquet
 from labelaudit.report.schema import SAMPLES_SCHEMA
@@ -259,3 +265,111 @@ def test_junit_from_outcomes(tmp_path):
     assert "bad\ufffdname.png" in failure.text and "a&b<c>.png" in failure.text
     assert cases[1].find("failure") is None
     assert root.get("failures") == "1" and root.find("testsuite").get("tests") == "2"
+
+
+# --------------------------------------------------------------------------- calibration and structure
+
+
+def overconfident_batch(seed: int, n: int, *, noise_rate: float, temperature: float, n_classes: int = 10,
+                        pairs: bool = False):
+    """A model whose probabilities are ``softmax(z)`` while the true class is drawn from
+    ``softmax(z / temperature)`` (overconfident for temperature > 1), given labels with a planted share
+    of flips: uniform over the other classes, or to the class's partner (0↔1, 2↔3, …) with ``pairs``.
+    Returns (model probs, given labels, true labels, is_wrong)."""
+    from labelaudit.core.calibration import softmax
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 4.0, size=(n, n_classes))
+    calibrated = softmax(logits / temperature)
+    true = (calibrated.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
+    wrong = rng.random(n) < noise_rate
+    given = true.copy()
+    if pairs:
+        given[wrong] = true[wrong] ^ 1
+    else:
+        given[wrong] = (true[wrong] + rng.integers(1, n_classes, wrong.sum())) % n_classes
+    return softmax(logits), given, true, wrong
+
+
+def test_temperature_scale_and_fit_recover_a_planted_temperature():
+    probs, _, true, _ = overconfident_batch(10, 6000, noise_rate=0.0, temperature=2.0)
+    assert fit_temperature_to_targets(probs, np.eye(10)[true]) == pytest.approx(2.0, rel=0.08)
+    np.testing.assert_allclose(temperature_scale(probs, 1.0), probs, atol=1e-12)
+    softer = temperature_scale(probs, 2.0)
+    np.testing.assert_allclose(softer.sum(axis=1), 1.0)
+    assert softer.max(axis=1).mean() < probs.max(axis=1).mean()
+
+
+def test_training_calibration_finds_the_temperature_from_noisy_labels():
+    """Fitted to the posterior of the true class (not to the noisy given labels) on rows with 20% planted
+    flips, the temperature is the one the true labels call for; the given labels alone would say more."""
+    probs, given, true, _ = overconfident_batch(11, 6000, noise_rate=0.2, temperature=1.6)
+    method_probs = temperature_scale(probs, 1.6)  # the method's non-memorised, calibrated view
+    calibration = training_calibration(given, probs, method_probs)
+    assert calibration["fitted"] and calibration["rows"] == 6000
+    assert calibration["temperature"] == pytest.approx(1.6, rel=0.05)
+    assert calibration["training_noise_rate"] == pytest.approx(0.2, abs=0.03)
+    assert fit_temperature_to_targets(probs, np.eye(10)[given]) > 2.0  # what the noisy labels would say
+
+
+@pytest.mark.parametrize("noise_rate", [0.0, 0.2])
+def test_calibrated_probabilities_fix_the_batch_estimate(noise_rate):
+    """An overconfident model counts its own mistakes as wrong labels (the estimate is far too high);
+    scored with the fitted temperature the estimate is within 3 points of the planted rate."""
+    errors = {"raw": [], "calibrated": []}
+    for seed in range(4):
+        probs, given, _, wrong = overconfident_batch(20 + seed, 500, noise_rate=noise_rate, temperature=1.6)
+        for name, q in (("raw", probs), ("calibrated", temperature_scale(probs, 1.6))):
+            errors[name].append(score_batch(given, q).rows.error_probability.mean() - wrong.mean())
+    assert np.mean(errors["raw"]) > 0.05
+    assert abs(np.mean(errors["calibrated"])) < 0.03
+    assert max(abs(e) for e in errors["calibrated"]) < 0.05
+
+
+def test_structure_weight_follows_the_batch():
+    """With a training T that confuses only partner classes, a batch with uniform flips is scored with
+    a mostly uniform structure and a batch with partner flips with the training one; both estimates
+    are within 3 points. The training structure alone misjudges the uniform batch."""
+    n_classes = 10
+    training_t = np.eye(n_classes) * 0.8
+    training_t[np.arange(n_classes), np.arange(n_classes) ^ 1] = 0.2
+    uniform_probs, uniform_given, _, uniform_wrong = overconfident_batch(30, 2000, noise_rate=0.2, temperature=1.0)
+    pair_probs, pair_given, _, pair_wrong = overconfident_batch(31, 2000, noise_rate=0.2, temperature=1.0,
+                                                                pairs=True)
+    trained = off_diagonal_structure(training_t, n_classes)
+    assert fit_structure_weight(uniform_given, uniform_probs, trained) < 0.3
+    assert fit_structure_weight(pair_given, pair_probs, trained) > 0.7
+    for probs, given, wrong in ((uniform_probs, uniform_given, uniform_wrong), (pair_probs, pair_given, pair_wrong)):
+        scores = score_batch(given, probs, training_t)
+        assert scores.rows.error_probability.mean() == pytest.approx(wrong.mean(), abs=0.03)
+    fixed = LabelEvidence.of(uniform_given, uniform_probs, trained)  # the training structure alone is off
+    assert abs(fixed.error_probability(fixed.most_likely_noise_rate()).mean() - uniform_wrong.mean()) > 0.05
+
+
+def test_noise_channel_is_the_planted_one():
+    """EM recovers pair-wise flips (0 → 1 at 30%) from calibrated clean probabilities."""
+    rng = np.random.default_rng(40)
+    from labelaudit.core.calibration import softmax
+
+    q = softmax(rng.normal(0.0, 5.0, size=(8000, 4)))
+    true = (q.cumsum(axis=1) > rng.random((8000, 1))).argmax(axis=1)
+    given = true.copy()
+    flip = (true == 0) & (rng.random(8000) < 0.3)
+    given[flip] = 1
+    transition = fit_noise_channel(given, q)
+    np.testing.assert_allclose(transition.sum(axis=1), 1.0)
+    assert transition[0, 1] == pytest.approx(0.3, abs=0.04)
+    assert transition[2, 2] > 0.97 and transition[1, 1] > 0.97
+
+
+def test_no_row_to_estimate_from_fails_the_error_rate_limits_only():
+    unavailable = RateEstimate.unavailable()
+    assert not unavailable.available
+    assert unavailable.to_dict()["estimate"] is None and unavailable.to_dict()["high"] is None
+    outcomes = evaluate_limits(Limits(max_error_rate=0.1, max_class_error_rate=0.2, max_issues=0, min_images=0),
+                               unavailable, [], flagged_rows(0), 0, unavailable_reason="all 5 rows were seen")
+    by_name = {o.name: o for o in outcomes}
+    assert not by_name["max_error_rate"].passed and not by_name["max_class_error_rate"].passed
+    assert by_name["max_error_rate"].message == "cannot be checked: all 5 rows were seen"
+    assert by_name["max_error_rate"].to_dict()["value"] is None  # JSON has no NaN
+    assert by_name["max_issues"].passed and by_name["min_images"].passed

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import LabelAuditError
-from ..gate import CheckResult, CheckSettings, Limits, percent, resolve_model_dir, run_check
+from ..gate import SEEN_IN_TRAINING, CheckResult, CheckSettings, Limits, percent, resolve_model_dir, run_check
 from ..report.junit import write_junit
 from ..report.rundir import require_model_files
 from ..report.schema import RUN_FILE
@@ -141,24 +141,34 @@ def _say(text: str) -> None:
 
 def verdict_line(result: CheckResult) -> str:
     rate = result.error_rate
-    estimate = (f"estimated error rate {percent(rate.rate)} (95% interval {percent(rate.low)}–{percent(rate.high)}) "
-                f"over {result.audited} rows")
+    if rate.available:
+        estimate = (f"estimated error rate {percent(rate.rate)} (95% interval {percent(rate.low)}–"
+                    f"{percent(rate.high)}) over {result.audited} rows")
+    else:
+        why = result.training_overlap.message if result.training_overlap else "no row could be scored"
+        estimate = f"error rate not estimated ({why})"
     if not result.limits:
         return f"{result.batch_csv.name}: no limits set; {estimate}"
     if result.passed:
         return f"PASSED {result.batch_csv.name}: {estimate}, within {len(result.limits)} limit(s)"
     return (f"FAILED {result.batch_csv.name}: {estimate}; {len(result.failed_limits)} of {len(result.limits)} "
-            "limit(s) exceeded")
+            f"limit(s) {'exceeded' if rate.available else 'not met'}")
 
 
 def print_check_summary(result: CheckResult, out: Path | None = None) -> None:
     style = "green" if result.passed else "red"
     _say(f"[bold {style}]{escape(verdict_line(result))}[/]")
     _say(_audited_line(result))
+    overlap = _overlap_line(result)
+    if overlap:
+        _say(overlap)
     rate = result.error_rate
-    _say(f"[bold]Estimated error rate[/] {percent(rate.rate)} (95% interval {percent(rate.low)}–"
-         f"{percent(rate.high)}), about {rate.errors:.0f} wrong labels; "
-         f"[bold]{result.n_issues}[/] rows flagged as likely errors")
+    if rate.available:
+        _say(f"[bold]Estimated error rate[/] {percent(rate.rate)} (95% interval {percent(rate.low)}–"
+             f"{percent(rate.high)}), about {rate.errors:.0f} wrong labels; "
+             f"[bold]{result.n_issues}[/] rows flagged as likely errors")
+    else:
+        _say("[bold yellow]The batch's error rate cannot be estimated[/]: no usable row is new to the model")
     for limit in result.limits:
         mark = "[green]✓[/]" if limit.passed else "[red]✗[/]"
         _say(f"  {mark} {limit.option}: {escape(limit.message)}")
@@ -179,11 +189,28 @@ def print_check_summary(result: CheckResult, out: Path | None = None) -> None:
 
 
 def _audited_line(result: CheckResult) -> str:
-    if not result.skipped:
+    if result.audited == result.rows:
         return f"Audited all {result.rows} rows of {escape(str(result.batch_csv))}"
-    reasons = ", ".join(f"{n} {reason}" for reason, n in result.status_counts.items() if reason != "audited")
-    return (f"Audited {result.audited} of {result.rows} rows of {escape(str(result.batch_csv))} "
-            f"([yellow]skipped {result.skipped}[/]: {escape(reasons)})")
+    line = f"Audited {result.audited} of {result.rows} rows of {escape(str(result.batch_csv))}"
+    if not result.skipped:
+        return line
+    return f"{line} ([yellow]skipped {result.skipped}[/]: {escape(_skip_reasons(result))})"
+
+
+def _skip_reasons(result: CheckResult) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in result.status_counts.items()
+                     if reason not in ("audited", SEEN_IN_TRAINING))
+
+
+def _overlap_line(result: CheckResult) -> str:
+    """What the model's training fingerprints say about the batch (empty when nothing to say)."""
+    overlap = result.training_overlap
+    if overlap is None or not overlap.usable:
+        return ""
+    message = escape(overlap.message[0].upper() + overlap.message[1:])
+    if overlap.known and overlap.seen == 0:
+        return f"[dim]{message}[/]"
+    return f"[yellow]{message}[/]"
 
 
 def _classes_table(result: CheckResult, classes) -> Table:
@@ -236,14 +263,17 @@ def markdown_summary(result: CheckResult, *, max_rows: int = 10) -> str:
                    f"({len(result.failed_limits)} of {len(result.limits)} limits exceeded)")
     skipped = ""
     if result.skipped:
-        reasons = ", ".join(f"{n} {r}" for r, n in result.status_counts.items() if r != "audited")
-        skipped = f" ({result.skipped} skipped: {reasons})"
-    lines = [
-        heading, "",
-        f"Estimated error rate **{percent(rate.rate)}** (95% interval {percent(rate.low)}–{percent(rate.high)}), "
-        f"about {rate.errors:.0f} wrong labels in {result.audited} audited rows{skipped}; "
-        f"{result.n_issues} rows flagged as likely errors.", "",
-    ]
+        skipped = f" ({result.skipped} skipped: {_skip_reasons(result)})"
+    if rate.available:
+        estimate = (f"Estimated error rate **{percent(rate.rate)}** (95% interval {percent(rate.low)}–"
+                    f"{percent(rate.high)}), about {rate.errors:.0f} wrong labels in {result.audited} audited rows"
+                    f"{skipped}; {result.n_issues} rows flagged as likely errors.")
+    else:
+        estimate = f"**The error rate cannot be estimated**{skipped}."
+    lines = [heading, "", estimate, ""]
+    if result.training_overlap is not None and result.training_overlap.usable:
+        message = result.training_overlap.message
+        lines += [_md(message[0].upper() + message[1:]) + ".", ""]
     if result.limits:
         lines += ["| limit | result | outcome |", "|---|---|---|"]
         for limit in result.limits:
@@ -280,9 +310,13 @@ def github_annotations(result: CheckResult, *, max_rows: int = 10) -> list[str]:
     lines = [f"::error title=labelaudit check::{_escape_data(limit.option + ': ' + limit.message)}"
              for limit in result.failed_limits]
     if result.skipped:
-        reasons = ", ".join(f"{n} {r}" for r, n in result.status_counts.items() if r != "audited")
+        reasons = _skip_reasons(result)
         lines.append(f"::warning file={_escape_property(str(result.batch_csv))},title=labelaudit check::"
                      f"{_escape_data(f'{result.skipped} rows skipped ({reasons})')}")
+    overlap = result.training_overlap
+    if overlap is not None and overlap.seen:
+        lines.append(f"::warning file={_escape_property(str(result.batch_csv))},title=rows seen in training::"
+                     f"{_escape_data(overlap.message)}")
     for row in result.worst_rows.head(max_rows).itertuples(index=False):
         message = (f"{row.path}: given {row.given_label}, suggested {row.suggested_label} "
                    f"(error probability {float(row.error_probability):.2f})")
