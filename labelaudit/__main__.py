@@ -1,3 +1,6 @@
+"""``python -m labelaudit …``: the same command line as ``labelaudit …``."""
+
 from .cli.app import main
 
-main()
+if __name__ == "__main__":
+    main()
