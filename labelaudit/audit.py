@@ -29,7 +29,7 @@ from .report.schema import (
     CLASSES_FILE, CLASSES_SCHEMA, MODEL_DIR, SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, TRANSITION_FILE,
     TRANSITION_SCHEMA,
 )
-from .report.tables import RowScores, TransitionEstimate, audit_scores, classes_frame, samples_frame, transition_frame
+from .report.tables import AuditVerdicts, TransitionEstimate, audit_scores, classes_frame, samples_frame, transition_frame
 from .train import distributed
 from .train.checkpoint import save_model
 from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
@@ -134,26 +134,28 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
               "method_options": {k: v for k, v in settings.method_options.items() if v is not None}}
     checkpoint = Checkpointing(checkpoint_path(out, "scan"), resume=settings.resume, inputs=inputs)
     trained = train_and_score_inputs(data, settings, progress, checkpoint=checkpoint)
+    timings["train_seconds"] = time.perf_counter() - stage
+
+    stage = time.perf_counter()
     estimate = confident_joint_estimate(data.labels, trained.pred_probs, len(data.classes), seed=settings.train.seed)
-    scores, n_errors = audit_scores(data.labels, trained.pred_probs, estimate.matrix)
+    verdicts = audit_scores(data.labels, trained.pred_probs, estimate.matrix, seed=settings.train.seed)
+    scores, n_errors = verdicts.scores, verdicts.n_errors
+    timings["score_seconds"] = time.perf_counter() - stage
     self_check = None
     if settings.self_check:
-        stage_self_check = time.perf_counter()
-        self_check = run_self_check(data, settings, progress, trained, scores, estimate.matrix, n_errors)
-        timings["self_check_seconds"] = time.perf_counter() - stage_self_check
+        stage = time.perf_counter()
+        self_check = run_self_check(data, settings, progress, trained, verdicts, estimate.matrix)
+        timings["self_check_seconds"] = time.perf_counter() - stage
     if not distributed.is_main_process():  # under torchrun process 0 alone scores and writes the run directory
         distributed.barrier()  # ... and all processes leave together (one leaving early can abort at exit)
         return ScanResult(out=out, summary={}, samples=pd.DataFrame(), classes=pd.DataFrame())
     model_dir = None
     if trained.method is not None:
         model_dir = save_model(out / MODEL_DIR, trained.method, trained.config, data.classes,
-                               metrics={"history": trained.history, **trained.extra})
-    timings["train_seconds"] = time.perf_counter() - stage
-
-    stage = time.perf_counter()
+                               metrics={"history": trained.history, **trained.extra},
+                               training_images=data.images, training_labels=data.labels)
     samples = samples_frame(data.rows, data.row_index, data.classes, scores, trained.folds)
     classes = classes_frame(data.classes, data.labels, scores, estimate.matrix)
-    timings["score_seconds"] = time.perf_counter() - stage
     timings["total_seconds"] = time.perf_counter() - started
 
     config = {
@@ -177,6 +179,8 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     summary = build_summary(data, n_errors, scores.is_issue, timings, config, out,
                             model_dir=model_dir, history=trained.history)
     summary.update(trained.extra)
+    summary["noise_structure"] = {"concentrated": verdicts.structure.concentrated, "ranked_by": verdicts.ranked_by,
+                                  "reason": verdicts.structure.reason}
     trust = reliability(data.labels, trained.pred_probs, summary["estimated_error_rate"], self_check=self_check,
                         held_out=settings.folds > 1)
     summary.update(reliable=trust.reliable, reliability_reason=trust.reason, label_agreement=trust.label_agreement,
@@ -281,21 +285,29 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
 
 
 def run_self_check(data: LabelledImages, settings: ScanSettings, progress: ProgressReporter,
-                   trained: TrainedScores, scores: RowScores, transition: np.ndarray, n_errors: float) -> SelfCheck:
-    """Plant SELF_CHECK_RATE flips among the rows the audit believes correct, shaped like the believed errors
-    (:func:`~labelaudit.core.selfcheck.plant_flips`), audit that copy the same way and measure how the
-    planted flips are found."""
-    believed_correct = ~scores.is_issue
-    planted_labels, planted = plant_flips(data.labels, trained.pred_probs, transition, believed_correct,
-                                          seed=settings.train.seed + 1)
+                   trained: TrainedScores, verdicts: AuditVerdicts, transition: np.ndarray) -> SelfCheck:
+    """Plant SELF_CHECK_RATE flips among the rows the audit believes correct, shaped like the errors it
+    believes are there (:func:`~labelaudit.core.selfcheck.plant_flips`): a uniformly drawn other class when
+    it reads the noise as symmetric; half the estimated T, half the model's own confusion for the image when
+    it reads it as concentrated. Audit that copy the same way and measure how the planted flips are found."""
+    believed_correct = ~verdicts.scores.is_issue
+    if verdicts.structure.concentrated:
+        structure, confusion_share = transition, 0.5
+    else:
+        n_classes = len(data.classes)
+        structure, confusion_share = np.full((n_classes, n_classes), 1.0 / n_classes), 0.0
+    planted_labels, planted = plant_flips(data.labels, trained.pred_probs, structure, believed_correct,
+                                          confusion_share=confusion_share, seed=settings.train.seed + 1)
     copy = replace(data, labels=planted_labels)
     again = train_and_score_inputs(copy, settings, progress)
     transition_again = smoothed_confident_joint_transition(planted_labels, again.pred_probs,
                                                            n_classes=len(data.classes))
-    scores_again, n_errors_again = audit_scores(planted_labels, again.pred_probs, transition_again)
+    verdicts_again = audit_scores(planted_labels, again.pred_probs, transition_again, seed=settings.train.seed)
     n_rows = max(1, len(data.labels))
-    return planted_flip_metrics(planted, believed_correct, scores_again.is_issue, scores_again.error_probability,
-                                estimated_rate_before=n_errors / n_rows, estimated_rate_after=n_errors_again / n_rows)
+    return planted_flip_metrics(planted, believed_correct, verdicts_again.scores.is_issue,
+                                verdicts_again.scores.error_probability,
+                                estimated_rate_before=verdicts.n_errors / n_rows,
+                                estimated_rate_after=verdicts_again.n_errors / n_rows)
 
 
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,

@@ -62,7 +62,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -73,6 +73,8 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .core.intervals import EXACT_MAX_N, normal_quantile, poisson_binomial_interval, poisson_binomial_pmf
+from .core.scoring import posterior_true_label, suspicion_rank
+from .core.verdicts import estimated_error_count, flag_top_estimated, suggested_labels
 from .data.csvio import read_label_csv
 from .data.dataset import load_labelled_images
 from .errors import LabelAuditError
@@ -583,6 +585,18 @@ class BatchScores:
     structure_weight: float | None = None
 
 
+def flag_estimated_count(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarray) -> RowScores:
+    """:func:`~labelaudit.report.tables.score_rows`, with the verdicts adding up as in a scan: the
+    round(Σ error probability) rows first in rank order are flagged (so the rows flagged are as many as the
+    batch estimate says are wrong), and a flagged row's suggestion is its most probable other label."""
+    rows = score_rows(labels, clean_probs, transition)
+    # the order score_rows ranks by: error probability, then lower self-confidence
+    order_key = rows.error_probability.astype(np.float64) + (1.0 - rows.p_given.astype(np.float64)) * 1e-9
+    is_issue = flag_top_estimated(order_key, estimated_error_count(rows.error_probability))
+    suggested = suggested_labels(labels, posterior_true_label(labels, clean_probs, transition), is_issue)
+    return replace(rows, is_issue=is_issue, suggested=suggested, rank=suspicion_rank(order_key).astype(np.int32))
+
+
 def score_batch(labels: np.ndarray, clean_probs: np.ndarray,
                 training_transition: np.ndarray | None = None) -> BatchScores:
     """Fit the batch's noise rate and score every row (see the module docstring).
@@ -601,7 +615,7 @@ def score_batch(labels: np.ndarray, clean_probs: np.ndarray,
     evidence = LabelEvidence.of(labels, clean_probs, structure)
     noise = noise_rate_posterior(evidence)
     transition = batch_transition(noise.mean, structure)
-    return BatchScores(rows=score_rows(labels, clean_probs, transition), noise=noise, transition=transition,
+    return BatchScores(rows=flag_estimated_count(labels, clean_probs, transition), noise=noise, transition=transition,
                        error_probability_draws=evidence.error_probability(noise.draws), structure_weight=weight)
 
 

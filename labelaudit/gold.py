@@ -173,7 +173,8 @@ def glc_corruption(data: LabelledImages, trusted: TrustedSet, config: TrainConfi
         method = fitted.method
         if distributed.is_main_process():  # under torchrun every process has the same model; one writes it
             save_model(model_dir, method, fitted.config, data.classes,
-                       metrics={"history": fitted.history, "trained_on": "untrusted rows (given labels)"})
+                       metrics={"history": fitted.history, "trained_on": "untrusted rows (given labels)"},
+                       training_images=data.images[untrusted], training_labels=data.labels[untrusted])
 
     trusted_probs = predict_proba(method, data.images[trusted.mask], config)
     matrix, missing = glc_transition(trusted.labels[trusted.mask], trusted_probs, n_classes=n_classes)

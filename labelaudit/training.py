@@ -138,7 +138,8 @@ def run_train(settings: TrainSettings, *, progress: ProgressReporter | None = No
         distributed.barrier()  # ... and all processes leave together (one leaving early can abort at exit)
         return TrainResult(out=out, model_dir=out / MODEL_DIR, method=fitted.method, config=trained_config,
                            classes=data.classes, metrics=metrics, summary={})
-    model_dir = save_model(out / MODEL_DIR, fitted.method, trained_config, data.classes, metrics=metrics)
+    model_dir = save_model(out / MODEL_DIR, fitted.method, trained_config, data.classes, metrics=metrics,
+                           training_images=data.images, training_labels=labels)
     transition_path = None
     if settings.method == "nal":
         transition_path = write_nal_transition(out, data.classes, fitted.method.transition(),

@@ -328,6 +328,15 @@ def test_a_batch_of_training_images_cannot_be_estimated(fingerprinted_run, colou
 
 
 def test_a_model_without_fingerprints_says_it_cannot_tell(batch, colour_run, tmp_path):
+    import shutil
+
+    from labelaudit.train.checkpoint import CALIBRATION_FILE, FINGERPRINTS_FILE
+
+    old_run = tmp_path / "old-run"  # a model saved before scans recorded what they trained on
+    shutil.copytree(colour_run, old_run)
+    for name in (FINGERPRINTS_FILE, CALIBRATION_FILE):
+        (old_run / "model" / name).unlink()
+    colour_run = old_run
     result = check(batch, "clean.csv", colour_run, "--json", "--report", str(tmp_path / "old.parquet"))
     assert result.exit_code == 0, result.output
     overlap = summary_of(result)["seen_in_training"]

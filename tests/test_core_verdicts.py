@@ -10,7 +10,7 @@ from labelaudit.core.scoring import suspicion_rank
 from labelaudit.core.selfcheck import SelfCheck, plant_flips, planted_flip_metrics, reliability
 from labelaudit.core.transition import smoothed_confident_joint_transition
 from labelaudit.core.verdicts import (
-    calibrate_to_total, confident_joint_error_count, flag_top_estimated, suggested_labels,
+    calibrate_to_total, flag_top_estimated, suggested_labels, symmetric_error_count,
 )
 from labelaudit.report.tables import audit_scores
 
@@ -40,17 +40,39 @@ def test_calibrate_to_total_keeps_order_and_hits_the_total():
     assert calibrate_to_total(np.array([]), 3.0).shape == (0,)
 
 
-def test_confident_joint_count_recovers_planted_rate_with_a_good_model():
-    for rate in (0.05, 0.2, 0.35):
-        true, noisy, probs = planted(rate=rate, strength=6.0)
-        estimate = confident_joint_error_count(noisy, probs) / len(noisy)
-        assert estimate == pytest.approx(np.mean(true != noisy), abs=0.03)
+def symmetric_joint(rng, n_classes: int, noisy_per_row: int, clean_per_row: int = 300) -> np.ndarray:
+    joint = np.zeros((n_classes, n_classes))
+    for i in range(n_classes):
+        others = [j for j in range(n_classes) if j != i]
+        joint[i, others] = rng.multinomial(noisy_per_row, np.full(n_classes - 1, 1.0 / (n_classes - 1)))
+        joint[i, i] = clean_per_row
+    return joint
+
+
+@pytest.mark.parametrize("n_classes", [3, 5, 10, 20])
+@pytest.mark.parametrize("noisy_per_row", [4, 30, 120])
+def test_symmetric_error_count_on_planted_symmetric_noise(n_classes, noisy_per_row):
+    joint = symmetric_joint(np.random.default_rng(n_classes * noisy_per_row), n_classes, noisy_per_row)
+    truth = n_classes * noisy_per_row
+    assert symmetric_error_count(joint) == pytest.approx(truth, rel=0.12)
+
+
+def test_symmetric_error_count_ignores_the_models_own_confusion():
+    rng = np.random.default_rng(5)
+    joint = symmetric_joint(rng, 10, 45)
+    for a, b in [(0, 6), (6, 0), (2, 4), (4, 2), (6, 4)]:  # a model confusing look-alike classes
+        joint[a, b] += 40
+    plain = joint.sum() - np.trace(joint)
+    assert plain == pytest.approx(650)
+    assert symmetric_error_count(joint) == pytest.approx(450, rel=0.1)
 
 
 def test_audit_scores_add_up():
     true, noisy, probs = planted()
     transition = smoothed_confident_joint_transition(noisy, probs)
-    scores, n_errors = audit_scores(noisy, probs, transition)
+    verdicts = audit_scores(noisy, probs, transition)
+    scores, n_errors = verdicts.scores, verdicts.n_errors
+    assert not verdicts.structure.concentrated and verdicts.ranked_by == "self-confidence"
     n_flagged = int(round(n_errors))
     # one claim, not three: the count, the flags and the mean probability agree
     assert scores.is_issue.sum() == n_flagged
@@ -72,8 +94,8 @@ def test_audit_scores_add_up():
 
 def test_audit_scores_take_a_given_count():
     _, noisy, probs = planted(n=200)
-    scores, n_errors = audit_scores(noisy, probs, np.eye(6), n_errors=17.4)
-    assert n_errors == 17.4 and scores.is_issue.sum() == 17
+    verdicts = audit_scores(noisy, probs, np.eye(6), n_errors=17.4)
+    assert verdicts.n_errors == 17.4 and verdicts.scores.is_issue.sum() == 17
 
 
 def test_flag_top_estimated_follows_rank():
@@ -100,6 +122,8 @@ def test_plant_flips_only_in_the_pool_and_shaped_like_the_structure():
     assert planted_rows.sum() == 200 and not np.any(planted_rows & ~pool)
     assert np.array_equal(new[~planted_rows], labels[~planted_rows])
     partner = np.array([1, 0, 3, 2])
+    structure_only, _ = plant_flips(labels, uniform, structure, pool, rate=0.05, seed=0, confusion_share=0.0)
+    assert np.array_equal(structure_only[planted_rows], partner[labels[planted_rows]])
     # half the draw follows T (always the partner here), half the uniform model confusion (1/3 partner)
     share_to_partner = np.mean(new[planted_rows] == partner[labels[planted_rows]])
     assert share_to_partner == pytest.approx(0.5 + 0.5 / 3, abs=0.08)
@@ -131,3 +155,22 @@ def test_reliability_says_when_not_to_trust():
                            planted_rate=0.05, error_rate_bias=-0.04, flagged_in_pool=22)
     flagged = reliability(noisy, probs, 0.2, self_check=poor_check)
     assert not flagged.reliable and "self-check found only 20%" in flagged.reason
+
+
+def test_audit_scores_on_pair_noise_rank_by_the_posterior():
+    rng = np.random.default_rng(7)
+    n, k = 4000, 6
+    true = rng.integers(0, k, n)
+    partner = np.array([1, 0, 3, 2, 5, 4])
+    noisy = np.where(rng.random(n) < 0.3, partner[true], true)
+    logits = rng.normal(0.0, 1.0, (n, k))
+    logits[np.arange(n), true] += 4.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    transition = smoothed_confident_joint_transition(noisy, probs)
+    verdicts = audit_scores(noisy, probs, transition)
+    is_error = true != noisy
+    assert verdicts.structure.concentrated and verdicts.ranked_by == "T-posterior"
+    assert verdicts.n_errors / n == pytest.approx(is_error.mean(), abs=0.03)
+    precision, recall = precision_recall(is_error, verdicts.scores.is_issue)
+    assert precision > 0.85 and recall > 0.85
+    assert np.mean(verdicts.scores.suggested[is_error & verdicts.scores.is_issue] == true[is_error & verdicts.scores.is_issue]) > 0.95

@@ -373,3 +373,23 @@ def test_no_row_to_estimate_from_fails_the_error_rate_limits_only():
     assert by_name["max_error_rate"].message == "cannot be checked: all 5 rows were seen"
     assert by_name["max_error_rate"].to_dict()["value"] is None  # JSON has no NaN
     assert by_name["max_issues"].passed and by_name["min_images"].passed
+
+
+def test_batch_flags_add_up_to_the_estimate():
+    from labelaudit.gate import flag_estimated_count
+
+    rng = np.random.default_rng(4)
+    n, k = 600, 5
+    true = rng.integers(0, k, n)
+    labels = np.where(rng.random(n) < 0.2, (true + rng.integers(1, k, n)) % k, true)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), true] += 3.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    transition = np.full((k, k), 0.2 / (k - 1))
+    np.fill_diagonal(transition, 0.8)
+    rows = flag_estimated_count(labels, probs, transition)
+    n_flagged = int(np.rint(rows.error_probability.astype(np.float64).sum()))
+    assert rows.is_issue.sum() == n_flagged
+    assert np.array_equal(rows.is_issue, rows.rank <= n_flagged)
+    assert np.all(rows.suggested[rows.is_issue] != labels[rows.is_issue])
+    assert np.array_equal(rows.suggested[~rows.is_issue], labels[~rows.is_issue])

@@ -29,12 +29,13 @@ MIN_SELF_CHECK_RECALL = 0.5
 
 
 def plant_flips(labels, pred_probs, transition, believed_correct, *, rate: float = SELF_CHECK_RATE,
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                confusion_share: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A copy of ``labels`` with ``round(rate × N)`` flips among the rows believed correct.
 
     Each chosen row (true label taken to be its given label g) gets label j ≠ g with probability
-    ½·T[g, j]/Σ_{k≠g} T[g, k] + ½·q(j|x)/Σ_{k≠g} q(k|x): half the audit's estimated noise structure, half
-    the model's own confusion for that image.
+    (1 − c)·T[g, j]/Σ_{k≠g} T[g, k] + c·q(j|x)/Σ_{k≠g} q(k|x), c = ``confusion_share``: the audit's
+    estimated noise structure, mixed with the model's own confusion for that image. For noise the audit
+    reads as symmetric, pass a T with equal off-diagonal cells and c = 0.
 
     Parameters
     ----------
@@ -44,6 +45,7 @@ def plant_flips(labels, pred_probs, transition, believed_correct, *, rate: float
     believed_correct : array_like of bool, shape (N,)
         Rows that may be flipped (e.g. not flagged by the audit).
     rate : float
+    confusion_share : float in [0, 1]
     seed : int
 
     Returns
@@ -66,7 +68,7 @@ def plant_flips(labels, pred_probs, transition, believed_correct, *, rate: float
     given = labels[chosen]
     structure = _other_class_shares(t[given], given)
     confusion = _other_class_shares(probs[chosen], given)
-    mix = 0.5 * structure + 0.5 * confusion
+    mix = (1.0 - confusion_share) * structure + confusion_share * confusion
     cumulative = np.cumsum(mix, axis=1)
     draws = rng.random(n_flips)[:, None] * cumulative[:, -1:]
     new = np.minimum((cumulative < draws).sum(axis=1), n_classes - 1)
@@ -173,9 +175,9 @@ def reliability(labels, pred_probs, estimated_error_rate: float, *, self_check: 
     agreement = float(np.mean(probs.argmax(axis=1) == labels))
     chance = float(np.bincount(labels, minlength=probs.shape[1]).max() / n)
     needed = chance + MIN_AGREEMENT_ABOVE_CHANCE * (1.0 - chance)
-    view = "held-out" if held_out else "its"
+    view = "held-out predictions" if held_out else "predictions"
     if agreement < needed:
-        reason = (f"the model's {view} predictions agree with the given labels on {agreement:.0%} of rows, "
+        reason = (f"the model's {view} agree with the given labels on {agreement:.0%} of rows, "
                   f"close to the {chance:.0%} of always answering the commonest class: it cannot tell the "
                   "classes apart well enough to judge labels")
         return Reliability(False, reason, agreement, chance)
@@ -187,7 +189,7 @@ def reliability(labels, pred_probs, estimated_error_rate: float, *, self_check: 
         reason = (f"the self-check found only {self_check.recall:.0%} of {self_check.planted} planted label "
                   "errors")
         return Reliability(False, reason, agreement, chance)
-    reason = f"the model's {view} predictions agree with the given labels on {agreement:.0%} of rows (chance {chance:.0%})"
+    reason = f"the model's {view} agree with the given labels on {agreement:.0%} of rows (chance {chance:.0%})"
     if self_check is not None:
         reason += f"; the self-check found {self_check.recall:.0%} of its planted errors"
     return Reliability(True, reason, agreement, chance)

@@ -14,9 +14,9 @@ from ..core.scoring import (
     self_confidence,
     suspicion_rank,
 )
-from ..core.verdicts import (
-    calibrate_to_total, confident_joint_error_count, flag_top_estimated, suggested_labels,
-)
+from ..core.noise_structure import NoiseStructure, noise_structure
+from ..core.transition import confident_joint
+from ..core.verdicts import calibrate_to_total, flag_top_estimated, suggested_labels, symmetric_error_count
 from .schema import AUDITED, SAMPLES_COLUMNS
 
 
@@ -56,30 +56,51 @@ def score_rows(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarr
     )
 
 
-def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarray,
-                 n_errors: float | None = None) -> tuple[RowScores, float]:
-    """Verdicts that add up (README, "How rows are flagged"): returns the row scores and n̂, the estimated
-    number of wrong labels (``n_errors``, or the confident joint's off-diagonal mass of ``clean_probs``).
+@dataclass
+class AuditVerdicts:
+    """What a scan claims: row scores, n̂ (the estimated number of wrong labels) and the noise structure
+    that chose how rows are ranked and counted."""
 
-    labels: (M,); clean_probs: (M, K); transition: (K, K), for the suggested labels. Rows are ranked by
-    1 − p(given | x) (measured to rank real errors better than the T-posterior, docs/benchmarks.md);
-    ``error_probability`` is that score shifted on the logit scale to sum to n̂; the round(n̂) first rows in
-    rank order are flagged, and a flagged row's suggestion is its most probable other label.
+    scores: RowScores
+    n_errors: float
+    structure: NoiseStructure
+    ranked_by: str
+
+
+def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarray, *,
+                 n_errors: float | None = None, seed: int = 0) -> AuditVerdicts:
+    """Verdicts that add up (README, "How rows are flagged").
+
+    labels: (M,); clean_probs: (M, K) out-of-fold or ELR's non-memorised probabilities; transition: (K, K).
+    The confident joint of ``clean_probs`` is tested for symmetric against concentrated noise
+    (:func:`~labelaudit.core.noise_structure.noise_structure`). Concentrated noise: rows are ranked by the
+    T-posterior error probability and n̂ is the joint's off-diagonal mass. Symmetric noise: rows are ranked by
+    1 − p(given | x) and n̂ is :func:`~labelaudit.core.verdicts.symmetric_error_count` (the joint without the
+    model's own confusions). Each was measured the better of the two on that kind of noise (docs/benchmarks.md).
+    ``error_probability`` is the ranking score shifted on the logit scale to sum to n̂ (or ``n_errors`` when
+    given); the round(n̂) first rows in rank order are flagged; a flagged row's suggestion is its most
+    probable other label under the T-posterior.
     """
     n_classes = clean_probs.shape[1]
-    if n_errors is None:
-        n_errors = confident_joint_error_count(labels, clean_probs, n_classes=n_classes) if len(labels) else 0.0
+    joint = confident_joint(labels, clean_probs, n_classes=n_classes) if len(labels) else np.zeros((n_classes,) * 2)
+    structure = noise_structure(joint, seed=seed)
     confidence = self_confidence(labels, clean_probs)
-    errors = calibrate_to_total(1.0 - confidence, n_errors)
-    rank = suspicion_rank(errors)
+    if structure.concentrated:
+        raw, ranked_by = error_probability(labels, clean_probs, transition), "T-posterior"
+        estimated = float(joint.sum() - np.trace(joint))
+    else:
+        raw, ranked_by = 1.0 - confidence, "self-confidence"
+        estimated = symmetric_error_count(joint, seed=seed)
+    n_errors = estimated if n_errors is None else n_errors
+    errors = calibrate_to_total(raw, n_errors)
     is_issue = flag_top_estimated(errors, int(round(n_errors)))
     posterior = posterior_true_label(labels, clean_probs, transition)
-    suggested = suggested_labels(labels, posterior, is_issue)
-    return RowScores(
+    scores = RowScores(
         p_given=confidence.astype(np.float32), label_quality=confidence.astype(np.float32),
-        error_probability=errors.astype(np.float32), suggested=suggested, is_issue=is_issue,
-        rank=rank.astype(np.int32),
-    ), float(n_errors)
+        error_probability=errors.astype(np.float32), suggested=suggested_labels(labels, posterior, is_issue),
+        is_issue=is_issue, rank=suspicion_rank(errors).astype(np.int32),
+    )
+    return AuditVerdicts(scores, float(n_errors), structure, ranked_by)
 
 
 def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str], scores: RowScores,
