@@ -47,6 +47,15 @@ def expected_suspects(run: Path, top: int, given_label: str | None = None) -> pd
     return issues.sort_values("rank").head(top)
 
 
+def ranked_rows(run: Path, top: int, given_label: str | None = None) -> pd.DataFrame:
+    """What ``--top`` selects: the ``top`` audited rows of lowest rank, flagged or not."""
+    samples = pd.read_parquet(run / "samples.parquet")
+    audited = samples[samples["rank"].notna()]
+    if given_label is not None:
+        audited = audited[audited["given_label"] == given_label]
+    return audited.sort_values("rank").head(top)
+
+
 def images_root(run: Path) -> Path:
     return Path(json.loads((run / "run.json").read_text())["images_root"])
 
@@ -168,8 +177,8 @@ def test_html_embeds_one_thumbnail_per_suspect_with_its_labels(run_dir):
     top = 12
     assert runner.invoke(app, ["report", "-o", str(run_dir), "--top", str(top), "--quiet"]).exit_code == 0
     page = ReportPage((run_dir / "report.html").read_text(encoding="utf-8"))
-    suspects = expected_suspects(run_dir, top)
-    assert len(suspects) >= 3, "the tiny scan should flag a few rows"
+    suspects = ranked_rows(run_dir, top)
+    assert len(suspects) == top
     assert len(page.cards) == len(suspects)
     root = images_root(run_dir)
     for card, row in zip(page.cards, suspects.itertuples()):
@@ -187,10 +196,15 @@ def test_top_and_class_limit_the_suspects(run_dir):
     label = everything["given_label"].value_counts().index[0]
     result = runner.invoke(app, ["report", "-o", str(run_dir), "--class", label, "--top", "1000"])
     assert result.exit_code == 0, result.output
-    cards = ReportPage((run_dir / "report.html").read_text(encoding="utf-8")).cards
-    assert [card["rank"] for card in cards] == expected_suspects(run_dir, 1000, label)["rank"].tolist()
+    cards = ReportPage((run_dir / f"report-{label}.html").read_text(encoding="utf-8")).cards
+    chosen = ranked_rows(run_dir, 1000, label)
+    assert [card["rank"] for card in cards] == chosen["rank"].tolist()
     assert {card["given"] for card in cards} == {label}
-    assert f"Most suspicious labels given '{label}'" in result.output
+    n_flagged = int((chosen["is_issue"] == True).sum())  # noqa: E712
+    assert (f"Most suspicious labels given '{label}': top {len(chosen)} rows by rank, {n_flagged} of them flagged"
+            in result.output)
+    assert not (run_dir / "report.html").exists() and not (run_dir / "suspects.png").exists()
+    assert (run_dir / f"suspects-{label}.png").is_file()
 
 
 def test_missing_image_gets_a_placeholder(run_dir, tmp_path):
@@ -199,7 +213,7 @@ def test_missing_image_gets_a_placeholder(run_dir, tmp_path):
     record = json.loads((run_dir / "run.json").read_text())
     record["images_root"] = str(images)
     (run_dir / "run.json").write_text(json.dumps(record))
-    suspects = expected_suspects(run_dir, 5)
+    suspects = ranked_rows(run_dir, 5)
     (images / suspects["path"].iloc[0]).unlink()
 
     result = runner.invoke(app, ["report", "-o", str(run_dir), "--top", "5"])
@@ -245,9 +259,9 @@ def test_no_flagged_rows(run_dir):
 def test_html_option_and_no_html(run_dir, tmp_path):
     target = tmp_path / "elsewhere" / "page.html"
     assert runner.invoke(app, ["report", "-o", str(run_dir), "--html", str(target), "-q"]).exit_code == 0
-    assert target.is_file() and not (run_dir / "report.html").exists()
+    assert target.is_file() and (target.parent / "page-suspects.png").is_file()
+    assert not (run_dir / "report.html").exists() and not (run_dir / "suspects.png").exists()
 
-    (run_dir / "suspects.png").unlink()
     assert runner.invoke(app, ["report", "-o", str(run_dir), "--no-html", "-q"]).exit_code == 0
     assert not (run_dir / "report.html").exists() and (run_dir / "suspects.png").is_file()
 
@@ -278,7 +292,7 @@ def test_report_exit_2_cases(run_dir, tmp_path):
 
 def test_contact_sheet_file_matches_layout(run_dir):
     assert runner.invoke(app, ["report", "-o", str(run_dir), "--top", "1000", "-q"]).exit_code == 0
-    n_cells = min(len(expected_suspects(run_dir, 1000)), SHEET_CELLS)
+    n_cells = min(len(ranked_rows(run_dir, 1000)), SHEET_CELLS)
     layout = sheet_layout(n_cells, THUMBNAIL_SIZE)
     sheet = Image.open(run_dir / "suspects.png")
     assert sheet.format == "PNG" and sheet.size == (layout.width, layout.height)
@@ -320,36 +334,36 @@ def test_contact_sheet_grows_by_rows_of_columns():
 
 # --------------------------------------------------------------------------- export
 
-def test_export_relabel_csv_default_threshold(run_dir):
+def test_export_relabel_csv_default_is_the_flagged_rows(run_dir):
     result = runner.invoke(app, ["export", "--format", "relabel-csv", "-o", str(run_dir)])
     assert result.exit_code == 0, result.output
     exported = pd.read_csv(run_dir / "relabel.csv", keep_default_na=False)
     samples = pd.read_parquet(run_dir / "samples.parquet")
-    flagged = samples["is_issue"] == True  # noqa: E712 (nullable column)
-    wanted = samples[flagged & (samples["error_probability"] >= 0.5)].sort_values("rank")
-    assert list(exported.columns) == ["path", "given_label", "suggested_label", "error_probability"]
+    wanted = samples[samples["is_issue"] == True].sort_values("rank")  # noqa: E712 (nullable column)
+    assert list(exported.columns) == ["path", "given_label", "suggested_label", "error_probability", "is_issue"]
+    assert exported["is_issue"].tolist() == [True] * len(wanted)
     assert exported["path"].tolist() == wanted["path"].tolist()
     assert exported["given_label"].tolist() == wanted["given_label"].tolist()
     assert exported["suggested_label"].tolist() == wanted["suggested_label"].tolist()
     assert np.allclose(exported["error_probability"], wanted["error_probability"], atol=5e-5)
-    assert f"Wrote {len(wanted)} suggested relabels" in result.output
+    assert f"Wrote {len(wanted)} rows to {run_dir / 'relabel.csv'}: the {len(wanted)} flagged rows" in result.output
 
 
 def test_export_threshold_and_stdout(run_dir):
     samples = pd.read_parquet(run_dir / "samples.parquet")
-    issues = samples[samples["is_issue"] == True]  # noqa: E712
-    threshold = float(np.median(issues["error_probability"]))
+    audited = samples[samples["rank"].notna()]  # flagged or not
+    threshold = float(np.median(audited["error_probability"]))
     result = runner.invoke(app, ["export", "-o", str(run_dir), "--min-error-probability", str(threshold),
                                  "--output", "-"])
     assert result.exit_code == 0, result.output
     exported = pd.read_csv(io.StringIO(result.stdout))
-    assert len(exported) == int((issues["error_probability"] >= threshold).sum())
+    assert len(exported) == int((audited["error_probability"] >= threshold).sum())
     assert (exported["error_probability"] >= threshold - 5e-5).all()
     assert not (run_dir / "relabel.csv").exists()
 
     result = runner.invoke(app, ["export", "-o", str(run_dir), "--min-error-probability", "0",
                                  "--output", str(run_dir / "all.csv")])
-    assert len(pd.read_csv(run_dir / "all.csv")) == len(issues)
+    assert len(pd.read_csv(run_dir / "all.csv")) == len(audited)
 
 
 def test_export_exit_2_cases(run_dir, tmp_path):

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import typer
 from rich.markup import escape
 from rich.table import Table
 
 from .console import stdout
 
+if TYPE_CHECKING:  # pragma: no cover  (pandas loads with the command's library, not at start-up)
+    import pandas as pd
 
-def suspects_table(samples: pd.DataFrame, top: int, title: str = "Most suspicious labels") -> Table:
-    suspects = samples[samples["is_issue"] == True].sort_values("rank").head(top)  # noqa: E712 (nullable)
-    table = Table(title=f"{title} (top {len(suspects)})", title_justify="left")
+
+def print_suspects(rows: pd.DataFrame, *, title: str) -> None:
+    """``title`` on a line of its own (a table would wrap it to the table's width), then the table."""
+    stdout.print(title)
+    stdout.print(suspects_table(rows))
+
+
+def suspects_table(rows: pd.DataFrame) -> Table:
+    """``rows`` of samples.parquet as a table, in the order given; a "flagged" column when some are not."""
+    flags = [value == True for value in rows["is_issue"]]  # noqa: E712 (nullable)
+    table = Table()
     table.add_column("rank", justify="right")
     table.add_column("path", overflow="fold")
     table.add_column("given")
     table.add_column("suggested")
     table.add_column("error prob.", justify="right")
-    for row in suspects.itertuples(index=False):
-        table.add_row(str(int(row.rank)), escape(str(row.path)), escape(str(row.given_label)),
-                      escape(str(row.suggested_label)),
-                      f"{row.error_probability:.2f}")
+    if not all(flags):
+        table.add_column("flagged")
+    for row, flagged in zip(rows.itertuples(index=False), flags):
+        cells = [str(int(row.rank)), escape(str(row.path)), escape(str(row.given_label)),
+                 escape(str(row.suggested_label)), f"{row.error_probability:.2f}"]
+        table.add_row(*cells, *([] if all(flags) else ["yes" if flagged else "no"]))
     return table
 
 
@@ -32,6 +44,22 @@ def _share(value: float | None) -> str:
 
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def scan_result_lines(summary: dict[str, Any]) -> list[str]:
+    """What ``scan --quiet`` prints: one result line, and a second when the audit is unreliable."""
+    lines = [f"Audited {summary['audited']} of {summary['rows']} rows: estimated wrong labels "
+             f"{summary['estimated_error_rate']:.1%} ({summary['estimated_errors']:.0f}), "
+             f"{summary['n_issues']} flagged; run directory {summary['run_directory']}"]
+    if summary.get("reliable") is False:
+        lines.append(f"Unreliable audit: {summary['reliability_reason']}")
+    return lines
+
+
+def echo_lines(lines: list[str]) -> None:
+    """Plain lines on stdout: no markup, never wrapped."""
+    for line in lines:
+        typer.echo(line)
 
 
 def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: int = 15) -> None:
@@ -63,8 +91,9 @@ def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: i
                      f"head {summary['head_seconds']:.1f} s")
         for note in summary.get("notes", []):
             stdout.print(f"[yellow]{escape(note)}[/]")
-    if summary["n_issues"]:
-        stdout.print(suspects_table(samples, top))
+    if summary["n_issues"] and top:
+        flagged = samples[samples["is_issue"] == True].sort_values("rank").head(top)  # noqa: E712 (nullable)
+        print_suspects(flagged, title=f"[bold]Most suspicious labels[/] (top {len(flagged)})")
     stdout.print(f"Run directory: [bold]{summary['run_directory']}[/] "
                  f"(samples.parquet, classes.parquet, transition.parquet, summary.json) "
                  f"in {summary['timings']['total_seconds']:.0f} s")

@@ -33,9 +33,9 @@ _RED = (205, 62, 30)  # off-diagonal of T: confusions
 
 
 def write_report_html(target: str | Path, view: RunView, suspects: pd.DataFrame, thumbnails: Thumbnails, *,
-                      given_label: str | None = None) -> Path:
+                      given_label: str | None = None, caption: str | None = None) -> Path:
     """Write the page for ``view`` with ``suspects`` (rows of samples) and their ``thumbnails``, atomically."""
-    page = render_report_html(view, suspects, thumbnails, given_label=given_label)
+    page = render_report_html(view, suspects, thumbnails, given_label=given_label, caption=caption)
     target = Path(target)
     with atomic_path(target) as temporary:
         temporary.write_text(page, encoding="utf-8")
@@ -43,8 +43,10 @@ def write_report_html(target: str | Path, view: RunView, suspects: pd.DataFrame,
 
 
 def render_report_html(view: RunView, suspects: pd.DataFrame, thumbnails: Thumbnails, *,
-                       given_label: str | None = None) -> str:
-    """The whole page as a string. ``thumbnails`` holds one image per row of ``suspects``."""
+                       given_label: str | None = None, caption: str | None = None) -> str:
+    """The whole page as a string. ``thumbnails`` holds one image per row of ``suspects``; ``caption`` says
+    what they are (e.g. "top 50 rows by rank, 12 of them flagged"; default "top N"). Rows that are not
+    flagged (``is_issue`` false) are marked on their card."""
     if len(thumbnails) != len(suspects):
         raise ValueError(f"{len(thumbnails)} thumbnails for {len(suspects)} suspects")
     title = f"labelaudit report — {Path(view.record.labels_csv).name}"
@@ -55,7 +57,7 @@ def render_report_html(view: RunView, suspects: pd.DataFrame, thumbnails: Thumbn
         _classes_section(view),
         _heatmap_section(transition_estimate(view), view.class_names),
         "</div>",
-        _suspects_section(view, suspects, thumbnails, given_label),
+        _suspects_section(view, suspects, thumbnails, given_label, caption),
         _skipped_section(skipped_rows(view.samples)),
         f'<footer>labelaudit {escape(__version__)} · run directory {escape(str(view.out))} · '
         "a self-contained page: no network access</footer>",
@@ -176,7 +178,7 @@ def _heatmap_section(estimate: TransitionEstimate | None, classes: list[str]) ->
 
 
 def _suspects_section(view: RunView, suspects: pd.DataFrame, thumbnails: Thumbnails,
-                      given_label: str | None) -> str:
+                      given_label: str | None, caption: str | None = None) -> str:
     heading = "Most suspicious labels" + (f" given “{given_label}”" if given_label else "")
     if suspects.empty:
         return (f'<section id="suspects" class="panel"><h2>{escape(heading)}</h2>'
@@ -189,7 +191,7 @@ def _suspects_section(view: RunView, suspects: pd.DataFrame, thumbnails: Thumbna
                     "they are shown as placeholders.</p>" if missing else "")
     return (
         f'<section id="suspects" class="panel"><h2>{escape(heading)} '
-        f'<span class="tag">top {len(suspects):,}</span></h2>'
+        f'<span class="tag">{escape(caption or f"top {len(suspects):,}")}</span></h2>'
         '<div class="controls"><label>class <select id="class-filter"><option value="">all classes</option>'
         f"{options}</select></label>"
         '<label>match <select id="class-by"><option value="given">given label</option>'
@@ -209,11 +211,14 @@ def _card(row: Any, image: np.ndarray, found: bool) -> str:
     else:
         picture = '<div class="thumb missing" role="img" aria-label="image not found">image<br>not found</div>'
     probability = float(row.error_probability)
+    flagged = getattr(row, "is_issue", True) == True  # noqa: E712 (numpy bool, None or NaN)
     return (
         f'<figure class="card" data-given="{escape(str(row.given_label))}" '
-        f'data-suggested="{escape(str(row.suggested_label))}" data-rank="{int(row.rank)}">{picture}'
+        f'data-suggested="{escape(str(row.suggested_label))}" data-rank="{int(row.rank)}" '
+        f'data-flagged="{"true" if flagged else "false"}">{picture}'
         f'<figcaption><div class="top"><span class="rank">#{int(row.rank)}</span>'
-        f'<span class="prob" title="error probability" style="--p:{probability:.3f}">{probability:.2f}</span></div>'
+        + ("" if flagged else '<span class="unflagged" title="not flagged as a likely error">not flagged</span>')
+        + f'<span class="prob" title="error probability" style="--p:{probability:.3f}">{probability:.2f}</span></div>'
         f'<div class="labels"><span class="given" title="given label">{escape(str(row.given_label))}</span>'
         f'<span class="arrow">→</span>'
         f'<span class="suggested" title="suggested label">{escape(str(row.suggested_label))}</span></div>'
@@ -337,6 +342,7 @@ color:var(--muted);border:1px dashed #c3cad4}
 figcaption{width:100%;font-size:12px;min-width:0}
 .card .top{display:flex;justify-content:space-between;align-items:center}
 .rank{color:var(--muted);font-variant-numeric:tabular-nums}
+.unflagged{font-size:10px;color:var(--muted);border:1px solid var(--line);border-radius:4px;padding:0 3px}
 .prob{font-weight:700;font-variant-numeric:tabular-nums;padding:0 6px;border-radius:999px;color:#fff;
 background:color-mix(in srgb,var(--red) calc(var(--p)*100%),#8b96a5)}
 .labels{display:flex;flex-wrap:wrap;align-items:center;gap:0 4px;margin-top:2px;font-weight:600;line-height:1.3}

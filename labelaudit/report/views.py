@@ -6,6 +6,7 @@ and the contact sheet take the frames and thumbnails built here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from .tables import TransitionEstimate
 REPORT_HTML = "report.html"
 SUSPECTS_PNG = "suspects.png"
 RELABEL_CSV = "relabel.csv"
-RELABEL_COLUMNS = ["path", "given_label", "suggested_label", "error_probability"]
+RELABEL_COLUMNS = ["path", "given_label", "suggested_label", "error_probability", "is_issue"]
 
 
 @dataclass
@@ -85,12 +86,87 @@ def check_class(view: RunView, label: str) -> None:
         raise LabelAuditError(f"unknown class {label!r}; classes: {', '.join(view.class_names)}")
 
 
-def top_suspects(samples: pd.DataFrame, top: int, *, given_label: str | None = None) -> pd.DataFrame:
-    """The ``top`` most suspicious issue rows (by rank), optionally only those given ``given_label``."""
-    issues = samples[samples["is_issue"].fillna(False).astype(bool)]
+@dataclass
+class RowSelection:
+    """Rows of samples.parquet chosen for people to review, in rank order.
+
+    ``rows``: the selected rows (all columns); ``n_flagged``: how many of them are flagged (``is_issue``);
+    ``description``: what was selected, in words, e.g. "top 50 rows by rank, 12 of them flagged".
+    """
+
+    rows: pd.DataFrame
+    n_flagged: int
+    description: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def select_rows(samples: pd.DataFrame, *, top: int | None = None, min_error_probability: float | None = None,
+                given_label: str | None = None, flagged_limit: int | None = None) -> RowSelection:
+    """Audited rows to review, most suspicious (lowest ``rank``) first.
+
+    With neither ``top`` nor ``min_error_probability``: the flagged rows (``is_issue``), at most
+    ``flagged_limit`` of them. With either: rows flagged or not, those whose ``error_probability`` is at
+    least ``min_error_probability``, then the first ``top`` of them by rank. ``given_label`` keeps only
+    the rows given that label.
+    """
+    audited = samples[samples["rank"].notna()]
     if given_label is not None:
-        issues = issues[issues["given_label"] == given_label]
-    return issues.sort_values("rank", kind="stable").head(max(top, 0)).reset_index(drop=True)
+        audited = audited[audited["given_label"] == given_label]
+    audited = audited.sort_values("rank", kind="stable")
+    flagged = audited["is_issue"].fillna(False).astype(bool)
+    if top is None and min_error_probability is None:
+        chosen = audited[flagged]
+        total = len(chosen)
+        if flagged_limit is not None and total > flagged_limit:
+            chosen = chosen.head(flagged_limit)
+            description = f"the {len(chosen):,} most suspicious of {total:,} flagged rows"
+        else:
+            description = {0: "no flagged rows", 1: "the 1 flagged row"}.get(total, f"the {total:,} flagged rows")
+        return RowSelection(chosen.reset_index(drop=True), len(chosen), description)
+    chosen = audited
+    if min_error_probability is not None:
+        chosen = chosen[chosen["error_probability"] >= min_error_probability]
+    if top is not None:
+        chosen = chosen.head(max(top, 0))
+    n_flagged = int(chosen["is_issue"].fillna(False).astype(bool).sum())
+    description = (f"top {_rows(len(chosen))} by rank" if top is not None else _rows(len(chosen)))
+    if min_error_probability is not None:
+        description += f" with error probability ≥ {min_error_probability:g}"
+    description += f", {n_flagged:,} of them flagged"
+    return RowSelection(chosen.reset_index(drop=True), n_flagged, description)
+
+
+def class_slug(label: str) -> str:
+    """``label`` as part of a file name: letters, digits, ``.``, ``_`` and ``-`` kept, others ``_``; when
+    anything was replaced, a short hash of the label keeps two classes apart ("a/b" vs "a_b")."""
+    slug = "".join(char if char.isalnum() or char in "._-" else "_" for char in label).lstrip(".")
+    if slug != label or not slug:
+        slug += ("-" if slug else "") + hashlib.sha256(label.encode("utf-8")).hexdigest()[:8]
+    return slug
+
+
+def view_paths(out: str | Path, *, html: str | Path | None = None,
+               given_label: str | None = None) -> tuple[Path, Path]:
+    """Where ``report`` writes its HTML page and contact sheet.
+
+    The run's default views are ``OUT/report.html`` and ``OUT/suspects.png``. The views of one class are
+    ``OUT/report-<class>.html`` and ``OUT/suspects-<class>.png``; with ``html`` elsewhere, the sheet goes
+    next to it as ``<name>-suspects.png``. So neither overwrites the default views.
+    """
+    out = Path(out)
+    if html is not None and Path(html).resolve() != (out / REPORT_HTML).resolve():
+        html = Path(html)
+        return html, html.with_name(f"{html.stem}-suspects.png")
+    if given_label is None:
+        return out / REPORT_HTML, out / SUSPECTS_PNG
+    slug = class_slug(given_label)
+    return (Path(html) if html is not None else out / f"report-{slug}.html"), out / f"suspects-{slug}.png"
 
 
 def skipped_rows(samples: pd.DataFrame) -> pd.DataFrame:
@@ -99,14 +175,13 @@ def skipped_rows(samples: pd.DataFrame) -> pd.DataFrame:
     return skipped[["path", "given_label", "status"]].reset_index(drop=True)
 
 
-def relabel_frame(samples: pd.DataFrame, min_error_probability: float) -> pd.DataFrame:
-    """Suggested relabels: issue rows with ``error_probability >= min_error_probability``, by rank.
+def relabel_frame(selection: RowSelection) -> pd.DataFrame:
+    """The selected rows as suggested relabels, in rank order.
 
-    Columns: path, given_label, suggested_label, error_probability.
+    Columns: path, given_label, suggested_label, error_probability, is_issue.
     """
-    issues = samples[samples["is_issue"].fillna(False).astype(bool)]
-    chosen = issues[issues["error_probability"] >= min_error_probability].sort_values("rank", kind="stable")
-    return chosen[RELABEL_COLUMNS].reset_index(drop=True)
+    frame = selection.rows[RELABEL_COLUMNS].reset_index(drop=True)
+    return frame.astype({"is_issue": bool})
 
 
 def write_relabel_csv(frame: pd.DataFrame, target: str | Path) -> Path:
