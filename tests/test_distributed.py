@@ -186,7 +186,12 @@ def test_torchrun_scan_with_folds_trains_each_fold_on_one_process(tmp_path):
     out = tmp_path / "out"
     done = run_torchrun_scan(tmp_path, out, ["--folds", "2", "--quiet"])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout == ""
+    summary = json.loads((out / "summary.json").read_text())
+    # --quiet: process 0 alone prints the one-line result (and the unreliable-audit line when it applies)
+    result = (f"Audited 36 of 36 rows: estimated wrong labels {summary['estimated_error_rate']:.1%} "
+              f"({summary['estimated_errors']:.0f}), {summary['n_issues']} flagged; run directory {out}\n")
+    unreliable = "" if summary["reliable"] else f"Unreliable audit: {summary['reliability_reason']}\n"
+    assert done.stdout == result + unreliable
     samples = pd.read_parquet(out / "samples.parquet")
     assert samples["path"].tolist() == [path for path, _ in rows]
     assert sorted(samples["fold"].unique().tolist()) == [0, 1]

@@ -147,7 +147,10 @@ def test_matrix_with_trusted_labels(run_copy, gold_csv, tiny_dataset):
     again = runner.invoke(app, ["matrix", "--trusted", str(gold_csv), "-o", str(run_copy), "--bootstrap", "30",
                                 "--quiet"])
     assert again.exit_code == 0, again.output
-    assert again.output == ""
+    again_summary = json.loads((run_copy / "summary.json").read_text())
+    assert again.output == (f"Re-scored with T from {again_summary['transition_estimator']}: estimated wrong labels "
+                            f"{again_summary['estimated_error_rate']:.1%} ({again_summary['estimated_errors']:.0f}), "
+                            f"{again_summary['n_issues']} flagged; run directory {run_copy}\n")  # --quiet: one line
     assert weights.stat().st_mtime_ns == stamp
     assert pd.read_parquet(run_copy / "samples.parquet").equals(samples)
 

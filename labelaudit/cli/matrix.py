@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -38,6 +37,7 @@ def matrix(
     lr: opt.LearningRate = None,
     seed: opt.Seed = None,
     device: opt.Device = None,
+    threads: opt.Threads = None,
     flip: opt.Flip = None,
     compile: opt.Compile = None,
     path_column: Annotated[Optional[str], typer.Option(
@@ -50,7 +50,7 @@ def matrix(
         "--delimiter", help="Trusted CSV field separator (default: the scan's).", rich_help_panel=opt.DATA)] = None,
     workers: opt.Workers = None,
     no_cache: opt.NoCache = False,
-    quiet: opt.Quiet = False,
+    quiet: opt.QuietResult = False,
     json_output: opt.Json = False,
 ) -> None:
     """Estimate the noise transition matrix T (GLC with --trusted; confident joint and anchor points
@@ -61,9 +61,15 @@ def matrix(
     from ..report.rundir import read_run_record
 
     record = read_run_record(out)  # no scan: a one-line error before torch is imported
+    opt.require_inputs(weights=weights)
     from ..matrix import MatrixSettings, run_matrix, scan_train_config
 
     startup.imports_done()
+    opt.apply_threads(threads)
+    if model is not None:
+        from ..train.loop import check_model_name
+
+        check_model_name(model)  # before any image is decoded
 
     config = scan_train_config(
         record, model=model, pretrained=pretrained, weights=str(weights) if weights else None,
@@ -82,13 +88,24 @@ def matrix(
             stderr.print(f"[yellow]Warning:[/] {warning}")
     if json_output:
         print_json(result.summary)
-    elif not quiet:
+    elif quiet:
+        typer.echo(matrix_result_line(result.summary, out))
+    else:
         print_matrix(result)
+
+
+def matrix_result_line(summary: dict[str, Any], out: Path) -> str:
+    """What ``matrix --quiet`` prints: the re-scored result in one line."""
+    return (f"Re-scored with T from {summary['transition_estimator']}: estimated wrong labels "
+            f"{summary['estimated_error_rate']:.1%} ({summary['estimated_errors']:.0f}), {summary['n_issues']} "
+            f"flagged; run directory {out}")
 
 
 def transition_table(result: MatrixResult) -> Table:
     """T as a table: rows = true class, columns = given label; the diagonal in bold, each row's largest
     off-diagonal cell (when ≥ 5%) in red."""
+    import numpy as np
+
     estimate = result.estimates[result.best]
     matrix, classes = estimate.matrix, result.classes
     missing = estimate.no_trusted_examples if estimate.no_trusted_examples is not None else np.zeros(len(classes), bool)

@@ -20,6 +20,9 @@ OUTPUT = "Output"
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory.", rich_help_panel=OUTPUT)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.", rich_help_panel=OUTPUT)]
+QuietResult = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress bars or tables: only the one-line result (with the run directory) on "
+    "stdout.", rich_help_panel=OUTPUT)]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.",
                                     rich_help_panel=OUTPUT)]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite a run directory made from other inputs.",
@@ -75,6 +78,11 @@ ElrLambda = Annotated[Optional[float], typer.Option("--elr-lambda", min=0.0,
                                                     help="ELR regularisation weight λ (default: automatic).",
                                                     rich_help_panel=TRAINING)]
 
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, help="CPU threads for torch's operations (default: what torch picks, one per core). On a "
+    "shared machine, set it to the cores this run may use: oversubscribed cores slow everyone down.",
+    rich_help_panel=TRAINING, show_default=False)]
+
 PathColumn = Annotated[str, typer.Option("--path-column", help="CSV column with image paths.", rich_help_panel=DATA)]
 LabelColumn = Annotated[str, typer.Option("--label-column", help="CSV column with labels.", rich_help_panel=DATA)]
 Delimiter = Annotated[str, typer.Option("--delimiter", help="CSV field separator.", rich_help_panel=DATA)]
@@ -86,6 +94,26 @@ Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decodi
                                                 rich_help_panel=DATA)]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Decode every image again instead of reusing the decode "
                                        "cache in OUT/cache (which is then left as it is).", rich_help_panel=DATA)]
+
+
+def require_inputs(images: Path | None = None, labels: Path | None = None, *, weights: Path | None = None,
+                   classes: Path | None = None) -> None:
+    """Refuse a missing images folder, label CSV, ``--weights`` or ``--classes`` file at once, before torch
+    loads (a second, not several); the library checks again, in the same words."""
+    if images is not None:
+        if not images.exists():
+            raise LabelAuditError(f"images folder {images} does not exist")
+        if not images.is_dir():
+            raise LabelAuditError(f"images folder {images} is not a directory")
+    if labels is not None:
+        if not labels.exists():
+            raise LabelAuditError(f"labels file {labels} does not exist")
+        if not labels.is_file():
+            raise LabelAuditError(f"labels file {labels} is not a regular file")
+    if classes is not None and not classes.is_file():
+        raise LabelAuditError(f"classes file {classes} does not exist")
+    if weights is not None and not weights.is_file():
+        raise LabelAuditError(f"weights file not found: {weights}")
 
 
 def train_config(*, model: str, pretrained: bool, weights: Path | None, image_size: int, epochs: int | None,
@@ -100,6 +128,13 @@ def method_options(method: str, *, elr_beta: float | None = None, elr_lambda: fl
     if method in ("elr", "elr+"):
         return {"beta": elr_beta, "lam": elr_lambda}
     return {}
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set ``--threads`` (call after torch is imported; before it, the call imports it)."""
+    from ..train.device import set_threads
+
+    set_threads(threads)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from . import options as opt
 from . import startup
 from .app import app
 from .console import RichProgress, print_json, stderr
-from .views import print_scan_summary
+from .views import echo_lines, print_scan_summary, scan_result_lines
 
 D = opt.DEFAULTS
 
@@ -32,6 +32,7 @@ def scan(
     lr: opt.LearningRate = D.lr,
     seed: opt.Seed = D.seed,
     device: opt.Device = D.device,
+    threads: opt.Threads = None,
     folds: opt.Folds = 1,
     flip: opt.Flip = D.flip,
     compile: opt.Compile = False,
@@ -53,13 +54,17 @@ def scan(
                                      rich_help_panel=opt.OUTPUT)] = 15,
     force: opt.Force = False,
     resume: opt.Resume = False,
-    quiet: opt.Quiet = False,
+    quiet: opt.QuietResult = False,
     json_output: opt.Json = False,
 ) -> None:
     """Train a noise-robust model on the labelled images and score every row for label errors."""
+    opt.require_inputs(images, labels, weights=weights, classes=classes)  # a typo is refused before torch loads
     from ..audit import DatasetSpec, ScanSettings, run_scan  # torch and timm load here, not for --help
+    from ..train.loop import check_model_name
 
     startup.imports_done()
+    opt.apply_threads(threads)
+    check_model_name(model)  # before any image is decoded
 
     settings = ScanSettings(
         dataset=DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,
@@ -88,5 +93,7 @@ def scan(
         return
     if json_output:
         print_json(result.summary)
-    elif not quiet:
+    elif quiet:
+        echo_lines(scan_result_lines(result.summary))
+    else:
         print_scan_summary(result.summary, result.samples, top=top)

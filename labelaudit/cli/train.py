@@ -82,6 +82,7 @@ def train(
     lr: opt.LearningRate = None,
     seed: opt.Seed = None,
     device: opt.Device = None,
+    threads: opt.Threads = None,
     flip: opt.Flip = None,
     compile: opt.Compile = None,
     path_column: opt.PathColumn = "path",
@@ -93,7 +94,7 @@ def train(
     no_cache: opt.NoCache = False,
     force: opt.Force = False,
     resume: opt.Resume = False,
-    quiet: opt.Quiet = False,
+    quiet: opt.QuietResult = False,
     json_output: opt.Json = False,
 ) -> None:
     """Train a noise-robust classifier and save it to OUT/model (safetensors weights, config.json, metrics.json).
@@ -108,10 +109,15 @@ def train(
             source = ctx.get_parameter_source(name)
             if source is not None and source.name != "DEFAULT":  # by name: typer vendors its own click
                 raise LabelAuditError(f"{flag} needs IMAGES LABELS.csv; without them the scan's dataset is reused")
+    opt.require_inputs(images, labels, weights=weights, classes=classes)  # a typo is refused before torch loads
     from ..audit import DatasetSpec  # torch loads here, not for --help or the usage errors above
+    from ..train.loop import check_model_name
     from ..training import TrainSettings, run_train
 
     startup.imports_done()
+    opt.apply_threads(threads)
+    if model is not None:
+        check_model_name(model)  # before any image is decoded
 
     if images is not None and labels is not None:
         dataset = DatasetSpec(images=images, labels_csv=labels, path_column=path_column, label_column=label_column,
@@ -146,8 +152,16 @@ def train(
         return
     if json_output:
         print_json(result.summary)
-    elif not quiet:
+    elif quiet:
+        typer.echo(train_result_line(result.summary))
+    else:
         print_train_summary(result.summary)
+
+
+def train_result_line(summary: dict[str, Any]) -> str:
+    """What ``train --quiet`` prints: the trained model in one line."""
+    return (f"Trained {summary['method']} on {summary['trained_on']} images in {summary['seconds']:.0f} s; "
+            f"model {summary['model_dir']}")
 
 
 def method_options(method: str, given: dict[str, Any]) -> dict[str, Any]:

@@ -326,10 +326,29 @@ def _check_header(
             raise LabelAuditError(
                 f"labels file {path} looks {shown}-delimited; pass --delimiter {flag}"
             )
+        if _looks_like_data(header):
+            separator = delimiter if delimiter.isprintable() else ","
+            first_line = _shown(separator.join(header))
+            if len(first_line) > 80:
+                first_line = first_line[:77] + "..."
+            raise LabelAuditError(
+                f"labels file {path} needs a header row (e.g. {path_column}{separator}{label_column}) "
+                f"naming its columns; its first line looks like data: {first_line}"
+            )
         found = ", ".join(_shown(name) for name in header) if header else "none"
         raise LabelAuditError(
             f"labels file {path} has no column {wanted!r} (columns found: {found}); use {option}"
         )
+
+
+#: file name endings that mark a header cell as an image path, i.e. the CSV has no header row
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
+                   ".pgm", ".pbm", ".pnm", ".heic", ".avif", ".ico")
+
+
+def _looks_like_data(header: list[str]) -> bool:
+    """Whether the first record is a data row rather than column names: a cell is an image path."""
+    return any(name.lower().endswith(_IMAGE_SUFFIXES) or "/" in name or "\\" in name for name in header)
 
 
 def _shown(name: str) -> str:

@@ -44,6 +44,17 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def set_threads(threads: int | None) -> int:
+    """``--threads``: how many threads torch's CPU operations use (intra-op); None leaves torch's own choice
+    (one per core). On a machine shared with other work, fewer threads than cores avoid oversubscription.
+    Returns the number in effect."""
+    if threads is not None:
+        if threads < 1:
+            raise LabelAuditError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
 def _cuda_device_for_this_process() -> torch.device:
     # Under torchrun each process drives the GPU named by LOCAL_RANK.
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -45,12 +45,17 @@ class FitResult:
     seconds: float = 0.0
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a name timm does not know, suggesting close ones (commands call it before decoding any image)."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else " (see timm.list_models())"
+        raise LabelAuditError(f"unknown timm model {name!r}{hint}")
+
+
 def create_network(config: TrainConfig, n_classes: int) -> torch.nn.Module:
     """A timm model with ``n_classes`` outputs; local ``weights`` win over downloading ``pretrained`` ones."""
-    if not timm.is_model(config.model):
-        close = timm.list_models(f"*{config.model}*")[:5]
-        hint = f" (did you mean {', '.join(close)}?)" if close else " (see timm.list_models())"
-        raise LabelAuditError(f"unknown timm model {config.model!r}{hint}")
+    check_model_name(config.model)
     kwargs: dict[str, Any] = {"num_classes": n_classes}
     if config.weights:
         weights = Path(config.weights)
