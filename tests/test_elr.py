@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from labelaudit.methods.elr import concentration_threshold, elr_loss, noise_concentration
+from types import SimpleNamespace
+
+from labelaudit.methods.elr import ASYMMETRIC_SETTING, ELR, SYMMETRIC_SETTING, elr_loss
 
 
 def test_elr_loss_and_target_update_match_hand_computation():
@@ -49,28 +51,70 @@ def test_elr_probabilities_are_clamped():
     assert loss.item() == pytest.approx(math.log(1 - inner), rel=1e-3)  # cross-entropy is ~0 here
 
 
-def test_noise_concentration_tells_pairs_from_symmetric_noise():
-    k = 6
-    symmetric = np.full((k, k), 0.3 / (k - 1)) + np.eye(k) * (0.7 - 0.3 / (k - 1))
-    pairs = np.eye(k) * 0.6
-    for i in range(k):
-        pairs[i, (i + 1) % k] = 0.4
-    assert noise_concentration(symmetric) == pytest.approx(1 / (k - 1))
-    assert noise_concentration(pairs) == pytest.approx(1.0)
-    assert noise_concentration(np.eye(k)) == 0.0
+def probe_context(kind: str, n_classes: int = 6, per_class: int = 100, rate: float = 0.3) -> SimpleNamespace:
+    """What on_epoch_end needs from the training context: labels and the model's probabilities on them
+    (an early model: right 90% of the time, unsure otherwise)."""
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.arange(n_classes), per_class)
+    labels = true.copy()
+    flipped = rng.choice(len(true), int(rate * len(true)), replace=False)
+    shift = rng.integers(1, n_classes, len(flipped)) if kind == "symmetric" else 1
+    labels[flipped] = (true[flipped] + shift) % n_classes
+    logits = rng.normal(0.0, 1.0, (len(true), n_classes))
+    logits[np.arange(len(true)), true] += 3.0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return SimpleNamespace(labels=labels, n_classes=n_classes, predict_train=lambda: probs)
 
 
-def test_threshold_separates_noise_blurred_by_an_early_model():
-    """An early model confuses each class with a look-alike, which concentrates even symmetric noise:
-    with 8 classes, 20% symmetric noise must still read as symmetric and 40% pairs noise as not."""
-    k = 8
-    rows = np.arange(k)
-    model_confusion = np.eye(k) * 0.94
-    model_confusion[rows, (rows + 3) % k] += 0.06  # each class looks like one other class
-    symmetric = np.full((k, k), 0.2 / (k - 1)) + np.eye(k) * (0.8 - 0.2 / (k - 1))
-    pairs = np.eye(k) * 0.6
-    pairs[rows, (rows + 1) % k] += 0.4
-    threshold = concentration_threshold(k)
-    blurred_symmetric = noise_concentration(model_confusion @ symmetric)
-    blurred_pairs = noise_concentration(model_confusion @ pairs)
-    assert 1 / (k - 1) < blurred_symmetric < threshold < blurred_pairs
+@pytest.mark.parametrize("kind, setting", [("symmetric", SYMMETRIC_SETTING), ("pairs", ASYMMETRIC_SETTING)])
+def test_probe_picks_the_setting_from_the_noise_structure(kind, setting):
+    method = ELR()
+    method.probe_epoch = 2
+    ctx = probe_context(kind)
+    method.on_epoch_end(1, ctx)  # not the probe epoch: nothing changes
+    assert (method.beta, method.lam) == SYMMETRIC_SETTING and method.choice == "default"
+    method.on_epoch_end(2, ctx)
+    assert (method.beta, method.lam) == setting
+    expected = "symmetric" if kind == "symmetric" else "class-dependent (asymmetric)"
+    assert method.choice.startswith(f"auto: noise looks {expected} after epoch 2: ")
+    assert "under symmetric noise at these counts" in method.choice and "excess" in method.choice
+
+
+def test_probe_keeps_a_given_beta_or_lambda():
+    method = ELR(beta=0.8)
+    method.probe_epoch = 2
+    method.on_epoch_end(2, probe_context("pairs"))
+    assert (method.beta, method.lam) == (0.8, ASYMMETRIC_SETTING[1])
+
+
+def test_an_inconclusive_first_look_keeps_the_symmetric_setting_and_looks_again():
+    method = ELR()
+    method.probe_epoch, method.reprobe_epoch = 2, 4
+    unclear = probe_context("symmetric")
+    probs = unclear.predict_train()
+    # The early model's own confusion: 10 images labelled with each class look like its look-alike to it
+    # (0↔1, 2↔3, 4↔5), on top of 30% symmetric noise; concentrated, but not clearly so.
+    confused = probs.copy()
+    for label in range(6):
+        rows = np.flatnonzero(unclear.labels == label)[:10]
+        confused[rows] = np.eye(6)[label ^ 1] * 0.9 + 0.1 / 6
+    unclear.predict_train = lambda: confused
+    from labelaudit.core.noise_structure import confident_counts, noise_structure, settled_early
+
+    assert not settled_early(noise_structure(confident_counts(unclear.labels, confused)))
+    method.on_epoch_end(2, unclear)
+    assert (method.beta, method.lam) == SYMMETRIC_SETTING and method.probe_epoch == 4
+    assert "unclear after epoch 2" in method.choice and "looking again at epoch 4" in method.choice
+    method.on_epoch_end(4, probe_context("pairs"))  # the second look decides
+    assert (method.beta, method.lam) == ASYMMETRIC_SETTING
+    assert method.choice.startswith("auto: noise looks class-dependent (asymmetric) after epoch 4")
+    assert method.state_dict()["reprobe_epoch"] == 4
+
+
+def test_prepare_plans_the_second_look_only_when_epochs_remain():
+    for epochs, probes in ((10, (2, 4)), (60, (12, 24)), (3, (1, None)), (1, (None, None))):
+        ctx = SimpleNamespace(n_samples=4, n_classes=3, device="cpu", epochs=epochs,
+                              create_network=lambda: torch.nn.Linear(2, 3))
+        method = ELR()
+        method.prepare(ctx)
+        assert (method.probe_epoch, method.reprobe_epoch) == probes, epochs

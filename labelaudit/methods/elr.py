@@ -26,8 +26,10 @@ SYMMETRIC_SETTING = (0.7, 3.0)
 ASYMMETRIC_SETTING = (0.9, 1.0)
 MANY_CLASSES_SETTING = (0.9, 7.0)
 MANY_CLASSES = 50
-#: share of the epochs after which ``auto`` looks at the noise structure and picks (β, λ)
+#: share of the epochs after which ``auto`` looks at the noise structure and picks (β, λ) ...
 PROBE_AT = 0.2
+#: ... or, when that first look is not conclusive, looks again
+REPROBE_AT = 0.4
 
 
 def elr_loss(
@@ -47,32 +49,6 @@ def elr_loss(
     return F.cross_entropy(logits, labels) + lam * regulariser
 
 
-def noise_concentration(transition: np.ndarray) -> float:
-    """How much of each class's label noise goes to a single other class, in [0, 1].
-
-    transition: (K, K), T[i, j] = P(noisy j | true i). Symmetric noise gives about 1/(K−1);
-    noise between look-alike pairs gives about 1. Rows with under 2% noise are ignored; 0 when all are.
-    """
-    off_diagonal = transition - np.diag(np.diag(transition))
-    noise_mass = off_diagonal.sum(axis=1)
-    noisy_rows = noise_mass > 0.02
-    if not noisy_rows.any():
-        return 0.0
-    share_of_top = off_diagonal.max(axis=1)[noisy_rows] / noise_mass[noisy_rows]
-    return float(np.average(share_of_top, weights=noise_mass[noisy_rows]))
-
-
-def concentration_threshold(n_classes: int) -> float:
-    """Noise concentration above which the noise is treated as class-dependent: √(1/(K−1)).
-
-    The geometric midpoint between symmetric noise (1/(K−1)) and pair noise (1). Not the arithmetic
-    one: early in training the model's own confusion adds spread-out mass to every row of the
-    estimated T, which pulls both kinds of noise down (measured with 8 classes after 20% of the
-    epochs: 0.21 and 0.34 for 50% and 20% symmetric noise, 0.50 for 40% pairs noise).
-    """
-    return float(np.sqrt(1.0 / max(n_classes - 1, 1)))
-
-
 @register
 class ELR(TrainingMethod):
     """``beta``/``lam`` None means auto: chosen from the class count and the noise structure."""
@@ -85,6 +61,7 @@ class ELR(TrainingMethod):
         self.beta, self.lam = SYMMETRIC_SETTING
         self.choice = "default"
         self.probe_epoch: int | None = None
+        self.reprobe_epoch: int | None = None  # a second look, when the first is not conclusive
         self.targets = torch.zeros(0)
 
     def prepare(self, ctx: "TrainContext") -> None:
@@ -99,6 +76,9 @@ class ELR(TrainingMethod):
             self.beta, self.lam = SYMMETRIC_SETTING
             self.choice = "auto: symmetric setting until the noise structure is probed"
             self.probe_epoch = max(1, round(PROBE_AT * ctx.epochs)) if ctx.epochs > 1 else None
+            later = round(REPROBE_AT * ctx.epochs)
+            usable = self.probe_epoch is not None and self.probe_epoch < later < ctx.epochs
+            self.reprobe_epoch = later if usable else None
         if self.user_beta is not None:
             self.beta = self.user_beta
         if self.user_lam is not None:
@@ -109,23 +89,28 @@ class ELR(TrainingMethod):
         return elr_loss(logits, batch.labels, self.targets, batch.indices, beta=self.beta, lam=self.lam)
 
     def on_epoch_end(self, epoch: int, ctx: "TrainContext") -> None:
+        """At the probe epoch, pick (β, λ) from the noise structure of the model's predictions on the
+        training images: :func:`~labelaudit.core.noise_structure.noise_structure` of their confident-joint
+        counts. Concentrated noise (each class's noise going mostly to one other class, beyond what
+        symmetric noise gives at the same counts, by a clear margin) gets the asymmetric setting, anything
+        else the symmetric one. A first look that is not conclusive
+        (:func:`~labelaudit.core.noise_structure.settled_early`) keeps the symmetric setting and looks
+        again at ``REPROBE_AT`` of the epochs, which decides."""
         if epoch != self.probe_epoch:
             return
-        from ..core.transition import transition_from_confident_joint
+        from ..core.noise_structure import confident_counts, noise_structure, settled_early
 
-        probs = ctx.predict_train()
-        transition = transition_from_confident_joint(ctx.labels, probs, n_classes=ctx.n_classes)
-        concentration = noise_concentration(transition)
-        threshold = concentration_threshold(ctx.n_classes)
-        asymmetric = ctx.n_classes > 2 and concentration > threshold
-        beta, lam = ASYMMETRIC_SETTING if asymmetric else SYMMETRIC_SETTING
+        structure = noise_structure(confident_counts(ctx.labels, ctx.predict_train()))
+        if self.reprobe_epoch is not None and epoch < self.reprobe_epoch and not settled_early(structure):
+            self.choice = (f"auto: symmetric setting so far; the noise structure was unclear after epoch {epoch} "
+                           f"({structure.reason}); looking again at epoch {self.reprobe_epoch}")
+            self.probe_epoch = self.reprobe_epoch
+            return
+        beta, lam = ASYMMETRIC_SETTING if structure.concentrated else SYMMETRIC_SETTING
         self.beta = self.user_beta if self.user_beta is not None else beta
         self.lam = self.user_lam if self.user_lam is not None else lam
-        kind = "class-dependent (asymmetric)" if asymmetric else "symmetric"
-        self.choice = (
-            f"auto: noise looks {kind} after epoch {epoch} "
-            f"(concentration {concentration:.2f}, threshold {threshold:.2f})"
-        )
+        kind = "class-dependent (asymmetric)" if structure.concentrated else "symmetric"
+        self.choice = f"auto: noise looks {kind} after epoch {epoch}: {structure.reason}"
 
     def settings(self) -> dict[str, Any]:
         return {"elr_beta": self.beta, "elr_lambda": self.lam, "elr_setting": self.choice}
@@ -133,13 +118,14 @@ class ELR(TrainingMethod):
     def state_dict(self) -> dict[str, Any]:
         """Networks, the (N, K) targets, and the (β, λ) chosen so far with the epoch of the noise probe."""
         return {**super().state_dict(), "targets": self.targets, "beta": self.beta, "lam": self.lam,
-                "choice": self.choice, "probe_epoch": self.probe_epoch}
+                "choice": self.choice, "probe_epoch": self.probe_epoch, "reprobe_epoch": self.reprobe_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.targets = state["targets"].to(self.network_device(), copy=True)
         self.beta, self.lam = float(state["beta"]), float(state["lam"])
         self.choice, self.probe_epoch = str(state["choice"]), state["probe_epoch"]
+        self.reprobe_epoch = state.get("reprobe_epoch")  # absent from checkpoints of earlier versions
 
     def per_sample_buffers(self) -> list[torch.Tensor]:
         return [self.targets]
