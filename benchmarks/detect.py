@@ -69,7 +69,7 @@ def run_scan(data_dir: Path, out: Path, extra: list[str]) -> tuple[dict, float]:
     command = [sys.executable, "-m", "labelaudit", "scan", str(data_dir / "images"), str(data_dir / "labels.csv"),
                "-o", str(out), "--quiet", "--force", *extra]
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "summary.json").read_text()), time.perf_counter() - started
 
 

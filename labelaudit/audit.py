@@ -307,7 +307,8 @@ def run_self_check(data: LabelledImages, settings: ScanSettings, progress: Progr
     return planted_flip_metrics(planted, believed_correct, verdicts_again.scores.is_issue,
                                 verdicts_again.scores.error_probability,
                                 estimated_rate_before=verdicts.n_errors / n_rows,
-                                estimated_rate_after=verdicts_again.n_errors / n_rows)
+                                estimated_rate_after=verdicts_again.n_errors / n_rows,
+                                prior_error_probability=verdicts.scores.error_probability)
 
 
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,

@@ -140,6 +140,10 @@ def test_planted_flip_metrics():
     assert check.recall == 0.5 and check.precision == 0.5  # row 5 is outside the pool
     assert check.auprc == pytest.approx(average_precision(planted_rows[:5], scores[:5]))
     assert check.error_rate_bias == pytest.approx(0.2 - 2 / 6)
+    prior = np.array([0.0, 0.0, 0.6, 0.0, 0.0, 0.0])  # row 2 (flagged, not planted) was probably wrong already
+    credited = planted_flip_metrics(planted_rows, pool, flagged, scores, estimated_rate_before=0.10,
+                                    estimated_rate_after=0.30, prior_error_probability=prior)
+    assert credited.precision == pytest.approx((1 + 0.6) / 2) and credited.recall == 0.5
 
 
 def test_reliability_says_when_not_to_trust():

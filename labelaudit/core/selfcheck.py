@@ -90,9 +90,12 @@ def _other_class_shares(weights: np.ndarray, given: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SelfCheck:
-    """How a second audit found the planted flips. precision/recall/auprc are measured among the rows the
-    first audit believed correct (where the flips were planted); ``error_rate_bias`` is the change in the
-    estimated error rate minus the planted rate, in rate units (0.01 = one point)."""
+    """How a second audit found the planted flips, among the rows the first audit believed correct (where
+    the flips were planted). recall: planted rows flagged; auprc: of the second audit's error probability
+    for planted rows; precision: of the flags in that pool, counting a planted row as a hit and any other
+    flagged row as a hit with the first audit's probability that its label is wrong (the pool still holds
+    the real errors the first audit missed, and flagging those is right); ``error_rate_bias``: the change
+    in the estimated error rate minus the planted rate, in rate units (0.01 = one point)."""
 
     planted: int
     pool: int
@@ -109,8 +112,8 @@ class SelfCheck:
 
 
 def planted_flip_metrics(planted, believed_correct, flagged, error_probability, *, estimated_rate_before: float,
-                         estimated_rate_after: float) -> SelfCheck:
-    """Score the second audit of a planted copy.
+                         estimated_rate_after: float, prior_error_probability=None) -> SelfCheck:
+    """Score the second audit of a planted copy (see :class:`SelfCheck`).
 
     Parameters
     ----------
@@ -122,12 +125,20 @@ def planted_flip_metrics(planted, believed_correct, flagged, error_probability, 
         ``is_issue`` and ``error_probability`` of the second audit.
     estimated_rate_before, estimated_rate_after : float
         Estimated error rates of the first and second audits.
+    prior_error_probability : array_like, shape (N,), optional
+        The first audit's error probabilities; without them a flagged row that was not planted counts
+        as a false positive.
     """
     planted = np.asarray(planted, dtype=bool)
     pool = np.asarray(believed_correct, dtype=bool)
     flags = np.asarray(flagged, dtype=bool)
     scores = np.asarray(error_probability, dtype=np.float64)
-    precision, recall = precision_recall(planted[pool], flags[pool])
+    _, recall = precision_recall(planted[pool], flags[pool])
+    prior = np.zeros(planted.shape[0]) if prior_error_probability is None else np.asarray(
+        prior_error_probability, dtype=np.float64)
+    flagged_pool = flags & pool
+    hits = planted[flagged_pool].sum() + prior[flagged_pool & ~planted].sum()
+    precision = float(hits / flagged_pool.sum()) if flagged_pool.any() else float("nan")
     n = planted.shape[0]
     planted_rate = planted.sum() / n if n else 0.0
     added = estimated_rate_after - estimated_rate_before
