@@ -15,10 +15,12 @@ Estimators (long format in ``transition.parquet``, T[i, j] = P(noisy j | true i)
 
 Every cell gets a percentile-bootstrap interval over rows (``ci_low``, ``ci_high``; widened to contain
 the estimate). ``samples.parquet`` is then re-scored with the best T: GLC, unless the confident joint
-predicts the trusted rows' given labels better (:func:`choose_transition`); a class with no trusted
-example is scored with its confident-joint row. error_probability is the posterior of DESIGN.md §4,
-Platt-calibrated on the trusted rows when there are enough (:func:`fit_calibration`); trusted rows get
-``trusted_label`` and their known answer.
+predicts the trusted rows' given labels better, both judged out of sample and floored alike
+(:func:`choose_transition`); a class with no trusted example is scored with its confident-joint row.
+error_probability is the posterior of DESIGN.md §4, Platt-calibrated on the trusted rows when there are
+enough (:func:`fit_calibration`), else scored by the scan's rule; trusted rows get ``trusted_label`` and
+their known answer; ``is_issue`` flags the round(Σ error_probability) most probable errors in rank order,
+as scan does (:func:`rescore`).
 """
 
 from __future__ import annotations
@@ -35,16 +37,16 @@ import pyarrow as pa
 
 from .audit import DatasetSpec, load_dataset
 from .core.calibration import apply_platt, fit_platt
-from .core.scoring import error_probability, suspicion_rank
+from .core.scoring import error_probability, posterior_true_label, suspicion_rank
 from .core.transition import (
     anchor_transition,
     bootstrap_transition_ci,
     confident_joint,
     confusion_counts,
     glc_transition,
-    smooth_transition,
     smoothed_confident_joint_transition,
 )
+from .core.verdicts import estimated_error_count, flag_top_estimated, suggested_labels
 from .data.dataset import LabelledImages
 from .errors import LabelAuditError
 from .gold import SHOWN, GlcEstimate, TrustedSet, glc_corruption, read_trusted
@@ -56,7 +58,7 @@ from .report.schema import (
     CLASSES_FILE, CLASSES_SCHEMA, SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, TRANSITION_FILE,
     TRANSITION_SCHEMA,
 )
-from .report.tables import RowScores, TransitionEstimate, classes_frame, score_rows, transition_frame
+from .report.tables import RowScores, TransitionEstimate, audit_scores, classes_frame, transition_frame
 from .train.loop import ProgressReporter, SilentProgress, TrainConfig
 
 HEATMAP_FILE = "transition.png"
@@ -161,7 +163,7 @@ def run_matrix(settings: MatrixSettings, *, progress: ProgressReporter | None = 
 
     estimates = estimate_transitions(labels, pred_probs, trusted, glc, n_classes=len(classes),
                                      n_resamples=settings.bootstrap, seed=config.seed)
-    choice = choose_transition(labels, trusted, glc, estimates, seed=config.seed)
+    choice = choose_transition(labels, trusted, glc, estimates, pred_probs=pred_probs)
     best = choice.estimator
     transition = scoring_transition(estimates[best], estimates["confident_joint"].matrix)
 
@@ -171,7 +173,7 @@ def run_matrix(settings: MatrixSettings, *, progress: ProgressReporter | None = 
         calibration = fit_calibration(trusted_scores, trusted.labels[trusted.mask] != labels[trusted.mask])
     else:
         calibration = fit_calibration(None, None)
-    scores = rescore(labels, pred_probs, transition, calibration, trusted)
+    scores = rescore(labels, pred_probs, transition, calibration, trusted, seed=config.seed)
 
     new_samples = updated_samples(samples, row_index, classes, scores, trusted, metadata)
     classes_table = classes_frame(classes, labels, scores, transition)
@@ -354,7 +356,8 @@ def scoring_transition(estimate: TransitionEstimate, fallback: np.ndarray) -> np
 @dataclass
 class Choice:
     """Which estimate scores the rows, and why. ``log_likelihood``: mean log T[trusted label, given label]
-    over the trusted rows, per candidate (GLC's cross-fitted), or empty without trusted rows."""
+    over the trusted rows, per candidate, each row scored by a matrix it did not help make
+    (:func:`held_out_given_probability`); empty without trusted rows."""
 
     estimator: str
     reason: str
@@ -385,36 +388,73 @@ def crossfit_glc(trusted_labels: np.ndarray, noisy_probs: np.ndarray, *, n_class
     return folds, matrices
 
 
+def held_out_given_probability(true_labels: np.ndarray, given: np.ndarray, noisy_probs: np.ndarray,
+                               fallback: np.ndarray) -> np.ndarray:
+    """(n,) GLC's T[true, given] for each trusted row, from the other trusted rows only (leave one out).
+
+    true_labels, given: (n,) trusted and given labels; noisy_probs: (n, K) the GLC model's softmax on the
+    trusted rows; fallback: (K, K) the row used for a class with no other trusted row (the confident
+    joint, as in scoring). GLC's row i is a mean of softmax vectors, so leaving row r out is
+    (Σ_i − p_r) / (n_i − 1): the held-out matrix differs from the one that scores the rows by a single
+    row's worth, which 5-fold cross-fitting (a fifth of each class left out) does not.
+    """
+    n_classes = noisy_probs.shape[1]
+    totals = np.zeros((n_classes, n_classes))
+    np.add.at(totals, true_labels, noisy_probs)
+    counts = np.bincount(true_labels, minlength=n_classes)[true_labels]
+    others = counts - 1
+    summed = totals[true_labels, given] - noisy_probs[np.arange(len(given)), given]
+    # rows of the softmax sum to 1 (up to float32 storage): renormalise as glc_transition does
+    row_total = totals[true_labels].sum(axis=1) - noisy_probs.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        glc = summed / row_total
+    return np.where(others > 0, glc, fallback[true_labels, given])
+
+
 def choose_transition(labels: np.ndarray, trusted: TrustedSet | None, glc: GlcEstimate | None,
-                      estimates: dict[str, TransitionEstimate], *, seed: int = 0) -> Choice:
+                      estimates: dict[str, TransitionEstimate], *, pred_probs: np.ndarray | None = None) -> Choice:
     """GLC or the confident joint: whichever better predicts the trusted rows' given labels from their
-    true labels (mean log T[true, given]; GLC cross-fitted so no row scores a matrix it helped make).
+    true labels (mean log T[true, given]), both scored out of sample and smoothed alike.
 
     GLC is preferred when available (DESIGN.md), but it is only as good as the backbone's cross-entropy
     model: a backbone that cannot tell the classes apart makes Ĉ measure its own confusion, not the
-    annotators'. The trusted rows show which estimate to believe. Both matrices are smoothed by a one-row
-    flat prior before the log, as the confident joint already is, so no pair counts as impossible.
+    annotators'. The trusted rows show which estimate to believe, if both are judged the same way:
+
+    * out of sample: GLC leaves each trusted row out of the matrix that scores it
+      (:func:`held_out_given_probability`); the confident joint is rebuilt from the untrusted rows
+      (``pred_probs`` (M, K), the scan's probabilities; without them the full-data estimate is used),
+      so neither has seen the given label it is asked to predict;
+    * the matrices compared are the ones that would score the rows (GLC's mean softmax, with a class
+      that has no other trusted row taking the confident joint's row, as in scoring; the confident joint
+      smoothed as the scan computes it), and both get the same floor: a mix with the flat row of weight
+      1/(n_trusted + 1), so that neither loses everything on one pair it calls impossible. (Smoothing GLC
+      with a prior worth one row of its few trusted rows per class, and the confident joint with one of
+      its hundreds, penalised GLC's diagonal — where most trusted rows land — and chose the confident
+      joint on every benchmark row, also where GLC was closer to the true T.)
     """
     if trusted is None or glc is None or glc.trusted_probs is None or "glc" not in estimates:
         return Choice("confident_joint", "no trusted rows")
+    mask = trusted.mask
+    true_labels = trusted.labels[mask]
+    given = labels[mask]
     n_classes = len(glc.missing)
-    true_labels = trusted.labels[trusted.mask]
-    given = labels[trusted.mask]
     cj = estimates["confident_joint"].matrix
-    folds, matrices = crossfit_glc(true_labels, glc.trusted_probs, n_classes=n_classes, fallback=cj, seed=seed)
-    glc_log = np.empty(len(given))
-    for fold, matrix in enumerate(matrices):
-        held_out = folds == fold
-        rows = np.bincount(true_labels[~held_out], minlength=n_classes)
-        smoothed = smooth_transition(matrix, rows)
-        smoothed[rows == 0] = matrix[rows == 0]  # fallback rows: the confident joint's, smoothed already
-        glc_log[held_out] = np.log(smoothed[true_labels[held_out], given[held_out]])
-    likelihood = {"glc": float(glc_log.mean()), "confident_joint": float(np.mean(np.log(cj[true_labels, given])))}
+    if pred_probs is not None and np.count_nonzero(~mask) >= 2:
+        cj = smoothed_confident_joint_transition(labels[~mask], pred_probs[~mask], n_classes=n_classes)
+    noisy_probs = np.asarray(glc.trusted_probs, np.float64)
+    floor = 1.0 / (len(given) + 1)
+
+    def log_likelihood(probability: np.ndarray) -> float:
+        return float(np.mean(np.log((1.0 - floor) * probability + floor / n_classes)))
+
+    likelihood = {"glc": log_likelihood(held_out_given_probability(true_labels, given, noisy_probs, cj)),
+                  "confident_joint": log_likelihood(cj[true_labels, given])}
     if likelihood["glc"] >= likelihood["confident_joint"]:
-        return Choice("glc", "GLC predicts the trusted rows' given labels at least as well as the confident joint",
-                      likelihood)
+        return Choice("glc", "GLC predicts the trusted rows' given labels at least as well as the confident joint "
+                             "(both held out)", likelihood)
     return Choice("confident_joint", "the confident joint predicts the trusted rows' given labels better than "
-                                     "GLC (whose cross-entropy model may not tell the classes apart well)",
+                                     "GLC, both held out (GLC's cross-entropy model may not tell the classes "
+                                     "apart well)",
                   likelihood)
 
 
@@ -457,25 +497,40 @@ def fit_calibration(scores: np.ndarray | None, outcomes: np.ndarray | None) -> C
 
 
 def rescore(labels: np.ndarray, pred_probs: np.ndarray, transition: np.ndarray, calibration: Calibration,
-            trusted: TrustedSet | None) -> RowScores:
-    """Scores of the M audited rows under ``transition``; trusted rows get their known answer:
-    error probability 1 (an issue, suggested = the trusted label) where the trusted label differs from
-    the given one, else 0."""
-    scores = score_rows(labels, pred_probs, transition)
-    errors = calibration.apply(scores.error_probability.astype(np.float64))
-    suggested = scores.suggested.copy()
-    is_issue = scores.is_issue.copy()
+            trusted: TrustedSet | None, *, seed: int = 0) -> RowScores:
+    """Scores of the M audited rows under ``transition``, with verdicts that add up (DESIGN.md §4).
+
+    ``error_probability``: with a Platt calibration (enough trusted rows), the T-posterior of DESIGN.md §4
+    calibrated on the trusted rows; without one, the scan's rule (:func:`~labelaudit.report.tables.audit_scores`:
+    a ranking score chosen by the noise structure, shifted to sum to the estimated number of wrong labels),
+    so that ``matrix`` without trusted rows gives the scan's verdicts again. Trusted rows get their known
+    answer: 1 where the trusted label differs from the given one (suggested = the trusted label), else 0.
+
+    ``is_issue`` then follows the error probabilities as ``scan`` flags: the round(Σ error probability)
+    rows first in ``rank`` order (:func:`~labelaudit.core.verdicts.flag_top_estimated`), never a row at 0;
+    so confirmed errors are always flagged and confirmed-correct rows never. A flagged row's suggestion is
+    its most probable other label under the T-posterior, an unflagged row's its given label.
+    """
+    base = audit_scores(labels, pred_probs, transition, seed=seed).scores
+    if trusted is None and calibration.method == "none":
+        return base
+    confidence = base.p_given.astype(np.float64)
+    if calibration.method == "none":
+        errors = base.error_probability.astype(np.float64)
+    else:
+        errors = calibration.apply(error_probability(labels, pred_probs, transition))
     if trusted is not None:
         mask = trusted.mask
-        confirmed_wrong = mask & (trusted.labels != labels)
-        errors[mask] = np.where(confirmed_wrong[mask], 1.0, 0.0)
-        suggested[mask] = trusted.labels[mask]
-        is_issue[mask] = confirmed_wrong[mask]
+        errors[mask] = np.where(trusted.labels[mask] != labels[mask], 1.0, 0.0)
     # Most probable errors first; among equals, lower self-confidence first.
-    rank = suspicion_rank(errors + (1.0 - scores.p_given.astype(np.float64)) * 1e-9)
-    return RowScores(p_given=scores.p_given, label_quality=scores.label_quality,
+    order_key = errors + (1.0 - confidence) * 1e-9
+    is_issue = flag_top_estimated(order_key, estimated_error_count(errors)) & (errors > 0)
+    suggested = suggested_labels(labels, posterior_true_label(labels, pred_probs, transition), is_issue)
+    if trusted is not None:
+        suggested[trusted.mask] = trusted.labels[trusted.mask]
+    return RowScores(p_given=base.p_given, label_quality=base.label_quality,
                      error_probability=errors.astype(np.float32), suggested=suggested, is_issue=is_issue,
-                     rank=rank.astype(np.int32))
+                     rank=suspicion_rank(order_key).astype(np.int32))
 
 
 # --------------------------------------------------------------------------- output
