@@ -287,9 +287,11 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
 def run_self_check(data: LabelledImages, settings: ScanSettings, progress: ProgressReporter,
                    trained: TrainedScores, verdicts: AuditVerdicts, transition: np.ndarray) -> SelfCheck:
     """Plant SELF_CHECK_RATE flips among the rows the audit believes correct, shaped like the errors it
-    believes are there (:func:`~labelaudit.core.selfcheck.plant_flips`): a uniformly drawn other class when
-    it reads the noise as symmetric; half the estimated T, half the model's own confusion for the image when
-    it reads it as concentrated. Audit that copy the same way and measure how the planted flips are found."""
+    believes are there (:func:`~labelaudit.core.selfcheck.plant_flips`): on random rows, a uniformly drawn
+    other class, when it reads the noise as symmetric; on rows drawn by how much the model hesitates, half
+    the estimated T and half the model's own confusion for the image, when it reads it as concentrated
+    (look-alike and instance-dependent errors sit on ambiguous images). Audit that copy the same way and
+    measure how the planted flips are found."""
     believed_correct = ~verdicts.scores.is_issue
     if verdicts.structure.concentrated:
         structure, confusion_share = transition, 0.5
@@ -297,7 +299,9 @@ def run_self_check(data: LabelledImages, settings: ScanSettings, progress: Progr
         n_classes = len(data.classes)
         structure, confusion_share = np.full((n_classes, n_classes), 1.0 / n_classes), 0.0
     planted_labels, planted = plant_flips(data.labels, trained.pred_probs, structure, believed_correct,
-                                          confusion_share=confusion_share, seed=settings.train.seed + 1)
+                                          confusion_share=confusion_share,
+                                          confusable_rows=verdicts.structure.concentrated,
+                                          seed=settings.train.seed + 1)
     copy = replace(data, labels=planted_labels)
     again = train_and_score_inputs(copy, settings, progress)
     transition_again = smoothed_confident_joint_transition(planted_labels, again.pred_probs,

@@ -178,3 +178,21 @@ def test_audit_scores_on_pair_noise_rank_by_the_posterior():
     precision, recall = precision_recall(is_error, verdicts.scores.is_issue)
     assert precision > 0.85 and recall > 0.85
     assert np.mean(verdicts.scores.suggested[is_error & verdicts.scores.is_issue] == true[is_error & verdicts.scores.is_issue]) > 0.95
+
+
+def test_plant_flips_on_confusable_rows_prefers_images_the_model_hesitates_on():
+    rng = np.random.default_rng(9)
+    n, k = 2000, 3
+    labels = rng.integers(0, k, n)
+    confident = np.eye(k)[labels] * 0.97 + 0.01
+    hesitant = rng.random(n) < 0.2  # a fifth of the images: 55/45 between the label and another class
+    probs = confident.copy()
+    probs[hesitant] = 0.0
+    probs[hesitant, labels[hesitant]] = 0.55
+    probs[hesitant, (labels[hesitant] + 1) % k] = 0.45
+    structure = np.full((k, k), 1.0 / k)
+    _, uniform_rows = plant_flips(labels, probs, structure, np.ones(n, bool), rate=0.05, seed=1)
+    _, confusable = plant_flips(labels, probs, structure, np.ones(n, bool), rate=0.05, seed=1,
+                                confusable_rows=True)
+    assert np.mean(hesitant[uniform_rows]) < 0.35
+    assert np.mean(hesitant[confusable]) > 0.8

@@ -29,8 +29,13 @@ MIN_SELF_CHECK_RECALL = 0.5
 
 
 def plant_flips(labels, pred_probs, transition, believed_correct, *, rate: float = SELF_CHECK_RATE,
-                confusion_share: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                confusion_share: float = 0.5, confusable_rows: bool = False,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A copy of ``labels`` with ``round(rate × N)`` flips among the rows believed correct.
+
+    Rows are drawn uniformly, or with ``confusable_rows`` with probability proportional to the model's
+    probability of their most likely other class (annotators err on ambiguous images: the more the model
+    hesitates, the likelier a planted error there).
 
     Each chosen row (true label taken to be its given label g) gets label j ≠ g with probability
     (1 − c)·T[g, j]/Σ_{k≠g} T[g, k] + c·q(j|x)/Σ_{k≠g} q(k|x), c = ``confusion_share``: the audit's
@@ -46,6 +51,7 @@ def plant_flips(labels, pred_probs, transition, believed_correct, *, rate: float
         Rows that may be flipped (e.g. not flagged by the audit).
     rate : float
     confusion_share : float in [0, 1]
+    confusable_rows : bool
     seed : int
 
     Returns
@@ -64,7 +70,12 @@ def plant_flips(labels, pred_probs, transition, believed_correct, *, rate: float
     if n_classes < 2 or n_flips == 0:
         return planted_labels, planted
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(pool, size=n_flips, replace=False)
+    weights = None
+    if confusable_rows:
+        other = _other_class_shares(probs[pool], labels[pool]) * (1.0 - probs[pool, labels[pool]])[:, None]
+        hesitation = other.max(axis=1) + 1e-6
+        weights = hesitation / hesitation.sum()
+    chosen = rng.choice(pool, size=n_flips, replace=False, p=weights)
     given = labels[chosen]
     structure = _other_class_shares(t[given], given)
     confusion = _other_class_shares(probs[chosen], given)

@@ -14,7 +14,7 @@ from ..core.scoring import (
     self_confidence,
     suspicion_rank,
 )
-from ..core.noise_structure import NoiseStructure, noise_structure
+from ..core.noise_structure import NoiseStructure, confident_counts, noise_structure
 from ..core.transition import confident_joint
 from ..core.verdicts import calibrate_to_total, flag_top_estimated, suggested_labels, symmetric_error_count
 from .schema import AUDITED, SAMPLES_COLUMNS
@@ -83,7 +83,8 @@ def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.nda
     """
     n_classes = clean_probs.shape[1]
     joint = confident_joint(labels, clean_probs, n_classes=n_classes) if len(labels) else np.zeros((n_classes,) * 2)
-    structure = noise_structure(joint, seed=seed)
+    counts = confident_counts(labels, clean_probs) if len(labels) else joint
+    structure = noise_structure(counts, seed=seed)  # on whole rows, as ELR's probe reads it
     confidence = self_confidence(labels, clean_probs)
     if structure.concentrated:
         raw, ranked_by = error_probability(labels, clean_probs, transition), "T-posterior"
