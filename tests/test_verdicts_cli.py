@@ -43,6 +43,7 @@ def test_self_check_reports_measured_figures(tmp_path):
         assert check[key] is None or 0.0 <= check[key] <= 1.0
     assert check["error_rate_bias"] == check["estimated_added_rate"] - check["planted_rate"]
     assert "Self-check: 6 planted errors; the audit flagged" in " ".join(result.output.split())
+    assert "--self-check audits a copy" not in result.output
     # the audit itself still covers every row, under the original labels
     samples = pd.read_parquet(out / "samples.parquet")
     assert samples["given_label"].tolist() == [label for _, label in labels]
@@ -72,4 +73,8 @@ def test_a_clean_learnable_dataset_is_reliable(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["reliable"] is True, summary["reliability_reason"]
+    shown = runner.invoke(app, ["scan", str(tmp_path / "images"), str(tmp_path / "labels.csv"), "-o", str(out),
+                                "--force", *tiny_train_args(epochs=4)])
+    assert shown.exit_code == 0, shown.output
+    assert "--self-check audits a copy with 5% planted label errors" in " ".join(shown.output.split())
     assert summary["estimated_error_rate"] < 0.05

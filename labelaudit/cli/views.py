@@ -76,6 +76,9 @@ def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: i
                      f"{_share(self_check['recall'])} of them (recall) at precision {_share(self_check['precision'])}, "
                      f"AUPRC {_number(self_check['auprc'])}; the estimated error rate rose by "
                      f"{self_check['estimated_added_rate']:.1%} for {self_check['planted_rate']:.1%} planted")
+    elif summary.get("reliable") is True:
+        stdout.print("[dim]Measure these numbers on your data: --self-check audits a copy with 5% planted label "
+                     "errors (doubles the time).[/]")
     if summary.get("reliable") is False:
         stdout.print(f"[bold red]Unreliable audit[/]: {escape(summary['reliability_reason'])}. Do not trust the "
                      "numbers above; what would help: --pretrained (or --weights FILE), a larger --image-size, more "

@@ -74,7 +74,7 @@ def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.nda
     labels: (M,); clean_probs: (M, K) out-of-fold or ELR's non-memorised probabilities; transition: (K, K).
     The confident joint of ``clean_probs`` is tested for symmetric against concentrated noise
     (:func:`~labelaudit.core.noise_structure.noise_structure`). Concentrated noise: rows are ranked by the
-    T-posterior error probability and n̂ is the joint's off-diagonal mass. Symmetric noise: rows are ranked by
+    T-posterior error probability and n̂ is its sum. Symmetric noise: rows are ranked by
     1 − p(given | x) and n̂ is :func:`~labelaudit.core.verdicts.symmetric_error_count` (the joint without the
     model's own confusions). Each was measured the better of the two on that kind of noise (docs/benchmarks.md).
     ``error_probability`` is the ranking score shifted on the logit scale to sum to n̂ (or ``n_errors`` when
@@ -88,7 +88,7 @@ def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.nda
     confidence = self_confidence(labels, clean_probs)
     if structure.concentrated:
         raw, ranked_by = error_probability(labels, clean_probs, transition), "T-posterior"
-        estimated = float(joint.sum() - np.trace(joint))
+        estimated = float(raw.sum())
     else:
         raw, ranked_by = 1.0 - confidence, "self-confidence"
         estimated = symmetric_error_count(joint, seed=seed)
