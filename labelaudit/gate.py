@@ -72,6 +72,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .core.calibration import minimise_unimodal
 from .core.intervals import EXACT_MAX_N, normal_quantile, poisson_binomial_interval, poisson_binomial_pmf
 from .core.scoring import posterior_true_label, suspicion_rank
 from .core.verdicts import estimated_error_count, flag_top_estimated, suggested_labels
@@ -662,23 +663,8 @@ def fit_temperature_to_targets(probs: np.ndarray, targets: np.ndarray) -> float:
         log_norm = top + np.log(np.exp(scaled - top).sum(axis=1, keepdims=True))
         return float(-(weights * (scaled - log_norm)).sum())
 
-    grid = np.linspace(math.log(TEMPERATURE_RANGE[0]), math.log(TEMPERATURE_RANGE[1]), 41)
-    values = [loss(x) for x in grid]
-    best = int(np.argmin(values))
-    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    ratio = (math.sqrt(5.0) - 1.0) / 2.0
-    a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = loss(a), loss(b)
-    while high - low > 1e-6:
-        if fa <= fb:
-            high, b, fb = b, a, fa
-            a = high - ratio * (high - low)
-            fa = loss(a)
-        else:
-            low, a, fa = a, b, fb
-            b = low + ratio * (high - low)
-            fb = loss(b)
-    return float(math.exp(0.5 * (low + high)))
+    return math.exp(minimise_unimodal(loss, math.log(TEMPERATURE_RANGE[0]), math.log(TEMPERATURE_RANGE[1]),
+                                      grid_points=41, tolerance=1e-6))
 
 
 def training_calibration(labels: np.ndarray, model_probs: np.ndarray, method_probs: np.ndarray) -> dict[str, Any]:

@@ -78,7 +78,14 @@ def fit_temperature(logits, labels) -> float:
     def objective(log_t: float) -> float:
         return _mean_nll(z, y, float(np.exp(log_t)))
 
-    grid = np.linspace(*_LOG_TEMPERATURE_RANGE, _TEMPERATURE_GRID_POINTS)
+    return float(np.exp(minimise_unimodal(objective, *_LOG_TEMPERATURE_RANGE)))
+
+
+def minimise_unimodal(objective, low: float, high: float, *, grid_points: int = _TEMPERATURE_GRID_POINTS,
+                      tolerance: float = _GOLDEN_TOLERANCE) -> float:
+    """The x in [low, high] minimising a unimodal ``objective(x)``: a grid picks the bracket, golden-section
+    search refines it (a minimum at an end of the range returns that end)."""
+    grid = np.linspace(low, high, grid_points)
     values = np.array([objective(g) for g in grid])
     best = int(values.argmin())
     lo = grid[max(best - 1, 0)]
@@ -87,7 +94,7 @@ def fit_temperature(logits, labels) -> float:
     inv_phi = (np.sqrt(5.0) - 1.0) / 2.0
     left, right = hi - inv_phi * (hi - lo), lo + inv_phi * (hi - lo)
     f_left, f_right = objective(left), objective(right)
-    while hi - lo > _GOLDEN_TOLERANCE:
+    while hi - lo > tolerance:
         if f_left <= f_right:
             hi, right, f_right = right, left, f_left
             left = hi - inv_phi * (hi - lo)
@@ -97,7 +104,7 @@ def fit_temperature(logits, labels) -> float:
             right = lo + inv_phi * (hi - lo)
             f_right = objective(right)
     candidates = [(values[best], grid[best]), (f_left, left), (f_right, right)]
-    return float(np.exp(min(candidates)[1]))
+    return float(min(candidates)[1])
 
 
 def apply_temperature(logits, temperature: float) -> np.ndarray:

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .transition import confident_counts  # noqa: F401  (the counts the probe reads; re-exported)
+
 #: excess over symmetric noise (interquartile mean over classes) from which noise reads as concentrated
 MIN_EXCESS = 0.35
 #: one-sided significance level of the test against symmetric noise at the same counts
@@ -47,8 +49,6 @@ ALPHA = 0.01
 N_DRAWS = 2000
 #: an early look settles only an excess below the first (symmetric) or, significant, from the second on
 EARLY_BAND = (0.25, 0.45)
-# as in core.transition.confident_joint: rows at the threshold count even if the mean rounds above them
-_THRESHOLD_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -158,45 +158,6 @@ def settled_early(structure: NoiseStructure, *, band: tuple[float, float] = EARL
     low, high = band
     return structure.excess < low or (structure.excess >= high and structure.concentrated)
 
-
-def confident_counts(labels, pred_probs) -> np.ndarray:
-    """The confident joint's counts before calibration: how many rows fall in each (true, given) cell.
-
-    Counted as :func:`~labelaudit.core.transition.confident_joint` counts them (Northcutt et al. 2021):
-    per-class threshold t_j = mean p_j over the rows labelled j; a row with some class at or above its
-    threshold is counted under (the most probable of those classes, its label); other rows are not
-    counted. The calibrated confident joint rescales each column to the label's row count, which turns a
-    single row into 1.5 or 2 when few rows are counted; a test of how the noisy rows spread over the
-    cells needs the rows themselves.
-
-    Parameters
-    ----------
-    labels : array_like, shape (N,)
-        Given labels in [0, K).
-    pred_probs : array_like, shape (N, K)
-
-    Returns
-    -------
-    np.ndarray, shape (K, K), int64
-        ``counts[true, given]``.
-    """
-    from labelaudit.core.scoring import validate_labels, validate_pred_probs
-
-    probs = validate_pred_probs(pred_probs)
-    n_classes = probs.shape[1]
-    labels = validate_labels(labels, n_classes)
-    if labels.shape[0] != probs.shape[0]:
-        raise ValueError(f"labels has {labels.shape[0]} rows but pred_probs has {probs.shape[0]}")
-    label_counts = np.bincount(labels, minlength=n_classes)
-    self_confidence = np.bincount(labels, weights=probs[np.arange(len(labels)), labels], minlength=n_classes)
-    thresholds = np.full(n_classes, np.inf)
-    used = label_counts > 0
-    thresholds[used] = self_confidence[used] / label_counts[used]
-    confident = probs >= thresholds - _THRESHOLD_SLACK
-    counted = confident.any(axis=1)
-    guess = np.where(confident, probs, -np.inf).argmax(axis=1)
-    flat = np.bincount(guess[counted] * n_classes + labels[counted], minlength=n_classes * n_classes)
-    return flat.reshape(n_classes, n_classes).astype(np.int64)
 
 
 def interquartile_mean(values) -> float:

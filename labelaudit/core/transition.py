@@ -73,6 +73,43 @@ def realised_transition(true_labels, noisy_labels, *, n_classes: int) -> np.ndar
     return _row_normalise_or_identity(counts.astype(np.float64))
 
 
+def confident_counts(labels, pred_probs) -> np.ndarray:
+    """The confident joint's counts before calibration: how many rows fall in each (true, given) cell.
+
+    Per-class threshold t_j = mean p_j over the rows labelled j (Northcutt et al. 2021); a row with some
+    class at or above its threshold is counted under (the most probable of those classes, its label); other
+    rows are not counted. :func:`confident_joint` then rescales each column to the label's row count, which
+    turns a single row into 1.5 or 2 when few rows are counted; a test of how the noisy rows spread over the
+    cells (:mod:`labelaudit.core.noise_structure`) needs the rows themselves.
+
+    Parameters
+    ----------
+    labels : array_like, shape (N,)
+        Given labels in [0, K).
+    pred_probs : array_like, shape (N, K)
+
+    Returns
+    -------
+    np.ndarray, shape (K, K), int64
+        ``counts[true, given]``; a class nobody is labelled with has no threshold and is never a true class.
+    """
+    probs = validate_pred_probs(pred_probs)
+    n_classes = probs.shape[1]
+    labels = validate_labels(labels, n_classes)
+    if labels.shape[0] != probs.shape[0]:
+        raise ValueError(f"labels has {labels.shape[0]} rows but pred_probs has {probs.shape[0]}")
+    label_counts = np.bincount(labels, minlength=n_classes)
+    self_confidence = np.bincount(labels, weights=probs[np.arange(len(labels)), labels], minlength=n_classes)
+    thresholds = np.full(n_classes, np.inf)
+    used = label_counts > 0
+    thresholds[used] = self_confidence[used] / label_counts[used]
+    confident = probs >= thresholds - _THRESHOLD_SLACK
+    counted = confident.any(axis=1)
+    guess = np.where(confident, probs, -np.inf).argmax(axis=1)
+    flat = np.bincount(guess[counted] * n_classes + labels[counted], minlength=n_classes * n_classes)
+    return flat.reshape(n_classes, n_classes).astype(np.int64)
+
+
 def confident_joint(labels, pred_probs, *, n_classes: int | None = None) -> np.ndarray:
     """Calibrated confident joint: estimated counts of (true, given) label pairs.
 
@@ -101,20 +138,9 @@ def confident_joint(labels, pred_probs, *, n_classes: int | None = None) -> np.n
     probs = validate_pred_probs(pred_probs)
     k = _resolve_n_classes(probs, n_classes)
     labels = validate_labels(labels, k)
-    if labels.shape[0] != probs.shape[0]:
-        raise ValueError(f"labels has {labels.shape[0]} rows but pred_probs has {probs.shape[0]}")
-
+    joint = confident_counts(labels, probs).astype(np.float64)
     label_counts = np.bincount(labels, minlength=k)
-    self_conf_sums = np.bincount(labels, weights=probs[np.arange(labels.shape[0]), labels], minlength=k)
-    thresholds = np.full(k, np.inf)
     labelled = label_counts > 0
-    thresholds[labelled] = self_conf_sums[labelled] / label_counts[labelled]
-
-    confident = probs >= thresholds - _THRESHOLD_SLACK
-    counted = confident.any(axis=1)
-    true_guess = np.where(confident, probs, -np.inf).argmax(axis=1)
-    flat = np.bincount(true_guess[counted] * k + labels[counted], minlength=k * k)
-    joint = flat.reshape(k, k).astype(np.float64)
 
     # Every used label has a counted sample (its most confident one reaches the mean t_j),
     # so only the columns of unused labels are empty.
