@@ -29,7 +29,9 @@ from .report.schema import (
     CLASSES_FILE, CLASSES_SCHEMA, MODEL_DIR, SAMPLES_FILE, SAMPLES_SCHEMA, SUMMARY_FILE, TRANSITION_FILE,
     TRANSITION_SCHEMA,
 )
-from .report.tables import AuditVerdicts, TransitionEstimate, audit_scores, classes_frame, samples_frame, transition_frame
+from .report.tables import (
+    AuditVerdicts, TransitionEstimate, audit_scores, classes_frame, samples_frame, transition_frame,
+)
 from .train import distributed
 from .train.checkpoint import save_model
 from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
