@@ -1,6 +1,6 @@
 """From scores to verdicts: how many labels are wrong, which rows to flag, what each should be.
 
-The rule (README, "How it scores"; put together in ``report.tables.audit_scores``): estimate the number
+The rule (docs/how-it-scores.md; put together in ``report.tables.audit_scores``): estimate the number
 of wrong labels n̂, rank rows by a score, shift that score on the logit scale so that it sums to n̂ (the
 error probability), and flag the top round(n̂) rows. The count printed, the rows flagged and the mean error
 probability are then one claim, not three: ``is_issue.sum() == round(n̂)``, the flagged rows are

@@ -69,7 +69,7 @@ class AuditVerdicts:
 
 def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarray, *,
                  n_errors: float | None = None, seed: int = 0) -> AuditVerdicts:
-    """Verdicts that add up (README, "How it scores").
+    """Verdicts that add up (docs/how-it-scores.md).
 
     labels: (M,); clean_probs: (M, K) out-of-fold or ELR's non-memorised probabilities; transition: (K, K).
     The confident joint of ``clean_probs`` is tested for symmetric against concentrated noise
