@@ -142,7 +142,7 @@ def ensure_training_records(run: Path, data: Path) -> str:
 def oracle_temperature(model_dir: Path, data: Path, n_test: int) -> float | None:
     """The temperature fitted to the true labels of the held-out images (what calibration aims at)."""
     try:
-        from labelaudit.gate import fit_temperature_to_targets
+        from labelaudit.core.calibration import fit_temperature_to_targets
     except ImportError:
         return None
     from labelaudit.data.dataset import load_labelled_images

@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from labelaudit.core.calibration import (
+    fit_noise_channel, fit_temperature_to_targets, temperature_scale, training_calibration,
+)
 from labelaudit.errors import LabelAuditError
 from labelaudit.gate import (
     ClassOutcome,
@@ -21,15 +24,11 @@ from labelaudit.gate import (
     evaluate_limits,
     find_training_transition,
     fit_batch_noise_rate,
-    fit_noise_channel,
     fit_structure_weight,
-    fit_temperature_to_targets,
     off_diagonal_structure,
     percent,
     rate_estimate,
     score_batch,
-    temperature_scale,
-    training_calibration,
 )
 from labelaudit.report.parquet import write_parquet
 from labelaudit.report.schema import SAMPLES_SCHEMA

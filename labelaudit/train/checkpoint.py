@@ -133,7 +133,7 @@ def _write_training_records(folder: Path, method: TrainingMethod, config: TrainC
 
 def calibrate_on_training_rows(method: TrainingMethod, config: TrainConfig, images: np.ndarray,
                                labels: np.ndarray, training_probs: np.ndarray | None) -> dict[str, Any]:
-    """The temperature ``check`` applies to the model's probabilities (``gate.training_calibration``).
+    """The temperature ``check`` applies to the model's probabilities (``core.calibration.training_calibration``).
 
     The final model predicts (un-augmented) up to :data:`CALIBRATION_ROWS` training images, a seeded
     random subset, and the temperature is fitted to the method's belief about their true classes.
@@ -141,7 +141,7 @@ def calibrate_on_training_rows(method: TrainingMethod, config: TrainConfig, imag
     training rows, whose probabilities then say nothing about new images) nothing is fitted:
     temperature 1 with the reason.
     """
-    from ..gate import training_calibration
+    from ..core.calibration import training_calibration
     from . import distributed
 
     labels = np.asarray(labels, dtype=np.int64)
