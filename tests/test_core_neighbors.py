@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from labelaudit.core.neighbors import nearest_neighbors, normalize_rows
+
+
+def brute_force(vectors, k):
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), order
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4 * 50 * 7, 2**26])
+def test_matches_brute_force_on_random_data(block_bytes):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 12))
+    sims, idx = nearest_neighbors(vectors, 5, block_bytes=block_bytes)
+    want_sims, want_idx = brute_force(vectors, 5)
+    assert sims.shape == idx.shape == (50, 5)
+    assert sims.dtype == np.float32 and idx.dtype == np.int64
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+    assert np.all(np.diff(sims, axis=1) <= 0)
+
+
+def test_finds_planted_near_identical_vectors():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 64))
+    pairs = [(3, 250), (17, 120), (200, 44)]
+    for a, b in pairs:
+        vectors[b] = 2.5 * vectors[a] + rng.normal(scale=1e-3, size=64)  # same direction, other scale
+    sims, idx = nearest_neighbors(vectors, 3, block_bytes=4 * 300 * 16)
+    for a, b in pairs:
+        assert idx[a, 0] == b and idx[b, 0] == a
+        assert sims[a, 0] > 0.999
+    unplanted = np.setdiff1d(np.arange(300), np.array(pairs).ravel())
+    assert sims[unplanted, 0].max() < 0.9
+
+
+def test_never_returns_self_even_with_exact_copies():
+    vectors = np.tile(np.array([[1.0, 2.0, 3.0]]), (4, 1))
+    sims, idx = nearest_neighbors(vectors, 3)
+    for row in range(4):
+        assert row not in idx[row]
+        assert sorted(idx[row]) == [i for i in range(4) if i != row]
+    np.testing.assert_allclose(sims, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [4, 5, 100])
+def test_k_at_least_n_minus_one_returns_all_other_rows(k):
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(5, 3))
+    sims, idx = nearest_neighbors(vectors, k)
+    assert idx.shape == (5, 4)
+    for row in range(5):
+        assert sorted(idx[row]) == [i for i in range(5) if i != row]
+    want_sims, want_idx = brute_force(vectors, 4)
+    np.testing.assert_array_equal(idx, want_idx)
+
+
+def test_single_row_has_no_neighbours():
+    sims, idx = nearest_neighbors(np.ones((1, 8)), 3)
+    assert sims.shape == idx.shape == (1, 0)
+
+
+def test_zero_vector_is_similarity_zero_to_everything():
+    vectors = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    sims, idx = nearest_neighbors(vectors, 2)
+    np.testing.assert_allclose(sims[0], [0.0, 0.0])
+    # the orthogonal rows are at 0 as well, so the tie is ordered by index
+    np.testing.assert_array_equal(idx, [[1, 2], [0, 2], [0, 1]])
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_rejects_bad_k(bad):
+    with pytest.raises(ValueError, match="k must"):
+        nearest_neighbors(np.ones((3, 2)), bad)
+
+
+def test_rejects_nan_and_wrong_shape():
+    with pytest.raises(ValueError, match="nan"):
+        nearest_neighbors(np.array([[np.nan, 1.0], [1.0, 1.0]]), 1)
+    with pytest.raises(ValueError, match="2-D"):
+        normalize_rows(np.ones(3))
