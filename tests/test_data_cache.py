@@ -62,9 +62,9 @@ def decode_calls(monkeypatch) -> list[Path]:
     calls: list[Path] = []
     real_decode = images_module._decode
 
-    def counting_decode(path, size, max_pixels):
+    def counting_decode(path, size, max_pixels, **options):
         calls.append(Path(path))
-        return real_decode(path, size, max_pixels)
+        return real_decode(path, size, max_pixels, **options)
 
     monkeypatch.setattr(images_module, "_decode", counting_decode)
     return calls
@@ -79,6 +79,7 @@ def assert_same_data(left, right) -> None:
     pd.testing.assert_frame_equal(left.rows, right.rows)
     assert left.classes == right.classes
     np.testing.assert_array_equal(np.asarray(left.images), np.asarray(right.images))
+    np.testing.assert_array_equal(left.measures, right.measures)  # measures survive the cache
     np.testing.assert_array_equal(left.labels, right.labels)
     np.testing.assert_array_equal(left.row_index, right.row_index)
 

@@ -134,9 +134,9 @@ def test_each_distinct_file_decoded_once_and_progress_reported(hostile, monkeypa
     decoded: list[Path] = []
     real_decode = images_module._decode
 
-    def counting_decode(path, size, max_pixels):
+    def counting_decode(path, size, max_pixels, **options):
         decoded.append(path)
-        return real_decode(path, size, max_pixels)
+        return real_decode(path, size, max_pixels, **options)
 
     monkeypatch.setattr(images_module, "_decode", counting_decode)
     calls: list[tuple[int, int]] = []

@@ -7,7 +7,9 @@ decoding again. For each image size (and ``max_pixels`` limit) the cache folder 
 ``images-<size>[-max<max_pixels>].index.parquet``
     One row per image file decoded so far: ``path`` (resolved), ``file_size``, ``mtime_ns``,
     ``slot`` (the image's row in the pixel file, -1 when it was unusable) and ``reason`` (null,
-    ``unreadable_image`` or ``image_too_large``), so statuses are reused as well as pixels.
+    ``unreadable_image`` or ``image_too_large``), so statuses are reused as well as pixels, and
+    the raw quality measures taken while the image was decoded (:mod:`labelaudit.data.measures`:
+    one float32 column each, null for unusable images), so a reused image is not read again for them.
     Its key-value metadata records the format, the settings, Pillow's version and
     decompression-bomb limit, the decoding rules' version, and the pixel file's name and length.
 ``images-<size>[-max<max_pixels>].<token>.u8``
@@ -18,8 +20,8 @@ otherwise it is decoded again into a new slot at the end of the pixel file. New 
 written with ordinary writes (a full disk is then an error, not a crash inside a memory map)
 and flushed before the index that points at them is replaced atomically, so an interrupted
 run leaves the previous consistent cache. An index that cannot be read, that does not match
-its pixel file (missing, truncated, slots out of range) or that was made by another Pillow or
-decoding version is discarded and the cache rebuilt. Bytes flipped inside the pixel file are
+its pixel file (missing, truncated, slots out of range) or that was made by another Pillow,
+decoding version or cache format (format 1 had no measures) is discarded and the cache rebuilt. Bytes flipped inside the pixel file are
 not detected (that would mean reading every pixel on every run). When more than half of the
 pixel file belongs to files that have changed since, the live slots are copied to a new one.
 A lock file serialises processes sharing the cache (e.g. distributed ranks), so each file is
@@ -42,11 +44,12 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from labelaudit.data.images import DECODE_VERSION, IMAGE_TOO_LARGE, UNREADABLE_IMAGE, decode_images
+from labelaudit.data.measures import MEASURE_NAMES, N_MEASURES, empty_measures
 from labelaudit.report.files import atomic_path
 
 #: name of the cache folder inside a run directory
 CACHE_DIR_NAME = "cache"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 #: new images are decoded and written in chunks of about this many bytes (bounded memory)
 CHUNK_BYTES = 64 << 20
 MAX_CHUNK_IMAGES = 4096
@@ -58,6 +61,7 @@ INDEX_SCHEMA = pa.schema([
     ("mtime_ns", pa.int64()),
     ("slot", pa.int64()),
     ("reason", pa.string()),
+    *[(name, pa.float32()) for name in MEASURE_NAMES],
 ])
 _KNOWN_REASONS = {UNREADABLE_IMAGE, IMAGE_TOO_LARGE}
 
@@ -104,12 +108,16 @@ class DecodedFiles:
     reasons : list of (str or None)
         Length N: None for a usable image, else ``"unreadable_image"`` or ``"image_too_large"``.
     report : DecodeReport
+    measures : numpy.ndarray or None
+        ``(N, N_MEASURES)`` float32 raw quality measures of each file (``MEASURE_NAMES`` order),
+        NaN for unusable ones.
     """
 
     pixels: np.ndarray
     slots: np.ndarray
     reasons: list[str | None]
     report: DecodeReport
+    measures: np.ndarray | None = None
 
     def images_at(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """``(len(positions), size, size, 3)`` pixels of the (usable) files at ``positions``.
@@ -171,8 +179,9 @@ def decode_files(
 
 def _decode_in_memory(files: Sequence[Path], image_size: int, workers: int | None, max_pixels: int | None,
                       progress: DecodeProgress | None, *, note: str | None) -> DecodedFiles:
+    measures = empty_measures(len(files))
     images, reasons = decode_images(list(files), image_size, workers=workers, max_pixels=max_pixels,
-                                    progress=_cumulative(progress, 0, len(files)))
+                                    progress=_cumulative(progress, 0, len(files)), measures=measures)
     usable = [i for i, reason in enumerate(reasons) if reason is None]
     # Move usable images to the front in place: no second full-size array.
     for target, source in enumerate(usable):
@@ -181,7 +190,7 @@ def _decode_in_memory(files: Sequence[Path], image_size: int, workers: int | Non
     slots = np.full(len(files), -1, dtype=np.int64)
     slots[usable] = np.arange(len(usable))
     report = DecodeReport(cache_used=False, decoded=len(files), reused=0, note=note)
-    return DecodedFiles(images[:len(usable)], slots, reasons, report)
+    return DecodedFiles(images[:len(usable)], slots, reasons, report, measures)
 
 
 @dataclass
@@ -190,6 +199,7 @@ class _Entry:
     mtime_ns: int
     slot: int
     reason: str | None
+    measures: np.ndarray  # (N_MEASURES,) float32, NaN when unusable
 
 
 @dataclass
@@ -211,23 +221,24 @@ def _decode_through_cache(cache_dir: Path, files: Sequence[Path], image_size: in
         keys = [_file_key(file) for file in files]
         slots = np.full(len(files), -1, dtype=np.int64)
         reasons: list[str | None] = [None] * len(files)
+        measures = empty_measures(len(files))
         misses: list[int] = []
         for i, (file, key) in enumerate(zip(files, keys)):
             entry = index.entries.get(str(file))
             if key is not None and entry is not None and (entry.file_size, entry.mtime_ns) == key:
-                slots[i], reasons[i] = entry.slot, entry.reason
+                slots[i], reasons[i], measures[i] = entry.slot, entry.reason, entry.measures
             else:
                 misses.append(i)
         if misses:
             if index.pixel_file is None:
                 index.pixel_file = f"{stem}.{secrets.token_hex(4)}.u8"
-            new_slots, new_reasons = _append_decoded(
+            new_slots, new_reasons, new_measures = _append_decoded(
                 cache_dir / index.pixel_file, index.n_slots, [files[i] for i in misses], image_size, workers,
                 max_pixels, _cumulative(progress, 0, len(misses)))
-            for i, slot, reason in zip(misses, new_slots, new_reasons):
-                slots[i], reasons[i] = slot, reason
+            for i, slot, reason, measured in zip(misses, new_slots, new_reasons, new_measures):
+                slots[i], reasons[i], measures[i] = slot, reason, measured
                 if keys[i] is not None:  # a file that vanished mid-run is reported, not remembered
-                    index.entries[str(files[i])] = _Entry(keys[i][0], keys[i][1], int(slot), reason)
+                    index.entries[str(files[i])] = _Entry(keys[i][0], keys[i][1], int(slot), reason, measured)
             index.n_slots += int(np.count_nonzero(new_slots >= 0))
             remap = _compact_if_mostly_dead(cache_dir, stem, index, image_bytes)
             if remap is not None:
@@ -237,7 +248,7 @@ def _decode_through_cache(cache_dir: Path, files: Sequence[Path], image_size: in
         pixels = _map_pixels(cache_dir, index, image_size)
     report = DecodeReport(cache_used=True, decoded=len(misses), reused=len(files) - len(misses),
                           cache_index=str(index_path), note=note)
-    return DecodedFiles(pixels, slots, reasons, report)
+    return DecodedFiles(pixels, slots, reasons, report, measures)
 
 
 def _settings(image_size: int, max_pixels: int | None) -> dict[str, str]:
@@ -306,7 +317,12 @@ def _validated_index(table: pa.Table, metadata: dict[str, str], cache_dir: Path,
         raise ValueError("reasons do not match slots")
     if any(p is None for p in path):
         raise ValueError("empty path")
-    entries = {p: _Entry(int(s), int(m), int(k), r) for p, s, m, k, r in zip(path, file_size, mtime_ns, slot, reason)}
+    measures = np.stack([table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)
+                         for name in MEASURE_NAMES], axis=1) if len(path) else empty_measures(0)
+    if not np.isfinite(measures[usable]).all():
+        raise ValueError("measures missing for usable images")
+    entries = {p: _Entry(int(s), int(m), int(k), r, measures[i])
+               for i, (p, s, m, k, r) in enumerate(zip(path, file_size, mtime_ns, slot, reason))}
     return _Index(entries=entries, pixel_file=pixel_file, n_slots=n_slots)
 
 
@@ -317,15 +333,16 @@ def _one_line(error: BaseException) -> str:
 
 def _append_decoded(pixel_path: Path, first_slot: int, paths: list[Path], image_size: int, workers: int | None,
                     max_pixels: int | None, progress: Callable[[int], None] | None,
-                    ) -> tuple[np.ndarray, list[str | None]]:
+                    ) -> tuple[np.ndarray, list[str | None], np.ndarray]:
     """Decode ``paths`` and append the usable ones to the pixel file from ``first_slot`` on.
 
-    Returns the (len(paths),) slot of each (-1 when unusable) and its reason.
+    Returns the (len(paths),) slot of each (-1 when unusable), its reason and its (N_MEASURES,) measures.
     """
     image_bytes = image_size * image_size * 3
     chunk = max(1, min(MAX_CHUNK_IMAGES, CHUNK_BYTES // image_bytes))
     slots = np.full(len(paths), -1, dtype=np.int64)
     reasons: list[str | None] = []
+    measures = empty_measures(len(paths))
     next_slot = first_slot
     descriptor = os.open(pixel_path, os.O_RDWR | os.O_CREAT, 0o666)
     with os.fdopen(descriptor, "r+b") as handle:
@@ -333,7 +350,8 @@ def _append_decoded(pixel_path: Path, first_slot: int, paths: list[Path], image_
         handle.seek(first_slot * image_bytes)
         for start in range(0, len(paths), chunk):
             images, chunk_reasons = decode_images(paths[start:start + chunk], image_size, workers=workers,
-                                                  max_pixels=max_pixels, progress=progress)
+                                                  max_pixels=max_pixels, progress=progress,
+                                                  measures=measures[start:start + chunk])
             usable = [i for i, reason in enumerate(chunk_reasons) if reason is None]
             handle.write(np.ascontiguousarray(images[usable]).data)
             slots[[start + i for i in usable]] = np.arange(next_slot, next_slot + len(usable))
@@ -341,7 +359,7 @@ def _append_decoded(pixel_path: Path, first_slot: int, paths: list[Path], image_
             reasons.extend(chunk_reasons)
         handle.flush()
         os.fsync(handle.fileno())  # pixels on disk before the index that points at them
-    return slots, reasons
+    return slots, reasons, measures
 
 
 def _compact_if_mostly_dead(cache_dir: Path, stem: str, index: _Index, image_bytes: int) -> np.ndarray | None:
@@ -380,6 +398,8 @@ def _write_index(index_path: Path, index: _Index, settings: dict[str, str]) -> N
         pa.array([e.mtime_ns for e in entries], pa.int64()),
         pa.array([e.slot for e in entries], pa.int64()),
         pa.array([e.reason for e in entries], pa.string()),
+        *[pa.array(column, pa.float32(), mask=np.isnan(column))
+          for column in (np.array([e.measures for e in entries], dtype=np.float32).reshape(-1, N_MEASURES).T)],
     ], schema=INDEX_SCHEMA)
     metadata = {**settings, "pixel_file": index.pixel_file or "", "slots": str(index.n_slots)}
     table = table.replace_schema_metadata(metadata)

@@ -62,6 +62,9 @@ class LabelledImages:
         The images folder, resolved.
     decoding : DecodeReport or None
         Whether the decode cache was used, and how many files were decoded or reused.
+    measures : numpy.ndarray or None
+        ``(M, N_MEASURES)`` float32 raw quality measures of the audited rows' images, taken while
+        decoding (:mod:`labelaudit.data.measures`, columns in ``MEASURE_NAMES`` order).
     """
 
     rows: pd.DataFrame
@@ -71,6 +74,7 @@ class LabelledImages:
     row_index: np.ndarray
     images_root: Path
     decoding: DecodeReport | None = None
+    measures: np.ndarray | None = None
 
     def status_counts(self) -> dict[str, int]:
         """Rows per status: ``"audited"`` first (if any), then by count, largest first."""
@@ -160,6 +164,8 @@ def load_labelled_images(
         row_index=row_index,
         images_root=root,
         decoding=decoded.report,
+        measures=(decoded.measures[np.asarray(audited_positions, dtype=np.int64)]
+                  if decoded.measures is not None else None),
     )
 
 

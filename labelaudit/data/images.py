@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from labelaudit.data.measures import N_MEASURES, image_measures
 from labelaudit.errors import LabelAuditError
 
 UNREADABLE_IMAGE = "unreadable_image"
@@ -81,7 +82,7 @@ def load_image_rgb(path: Path, size: int, *, max_pixels: int | None = None) -> n
     with warnings.catch_warnings():
         # The bomb limit is enforced explicitly in _decode; Pillow's warning is just noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return _decode(Path(path), size, max_pixels)
+        return _decode(Path(path), size, max_pixels)[0]
 
 
 def decode_images(
@@ -91,6 +92,7 @@ def decode_images(
     workers: int | None = None,
     max_pixels: int | None = None,
     progress: Callable[[int], None] | None = None,
+    measures: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str | None]]:
     """Decode many images in a thread pool (Pillow releases the GIL while decoding).
 
@@ -107,6 +109,10 @@ def decode_images(
     progress
         Called from the calling thread with the number of images finished since the
         previous call; the increments sum to N.
+    measures
+        Optional ``(N, N_MEASURES)`` float32 array filled in place with each decoded image's raw
+        quality measures (:mod:`labelaudit.data.measures`), taken from the same decoded picture;
+        rows of images that fail are left as they are.
 
     Returns
     -------
@@ -122,6 +128,8 @@ def decode_images(
     if workers < 1:
         raise LabelAuditError(f"workers must be at least 1, got {workers}")
     n_images = len(paths)
+    if measures is not None and measures.shape != (n_images, N_MEASURES):
+        raise ValueError(f"measures must have shape {(n_images, N_MEASURES)}, got {measures.shape}")
     images = np.zeros((n_images, size, size, 3), dtype=np.uint8)
     reasons: list[str | None] = [None] * n_images
 
@@ -129,7 +137,9 @@ def decode_images(
         # Each task writes only its own rows of `images` and slots of `reasons`.
         for i in range(start, stop):
             try:
-                images[i] = _decode(Path(paths[i]), size, max_pixels)
+                images[i], measured = _decode(Path(paths[i]), size, max_pixels, measure=measures is not None)
+                if measures is not None:
+                    measures[i] = measured
             except ImageDecodeError as error:
                 reasons[i] = error.reason
         return stop - start
@@ -151,16 +161,24 @@ def decode_images(
     return images, reasons
 
 
-def _decode(path: Path, size: int, max_pixels: int | None) -> np.ndarray:
+def _decode(path: Path, size: int, max_pixels: int | None, *,
+            measure: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ``(size, size, 3)`` pixels and, with ``measure``, the raw quality measures."""
     try:
         with Image.open(path) as image:
-            _refuse_too_large(image.size, max_pixels)
+            width, height = image.size
+            _refuse_too_large((width, height), max_pixels)
             image.draft("RGB", (size, size))  # JPEG only: decode at 1/2, 1/4 or 1/8 scale
             image.load()
             upright = _apply_exif_orientation(image)
             rgb = _to_rgb(upright)
             resized = rgb.resize((size, size), _RESIZE_FILTER, reducing_gap=3.0)
-            return np.asarray(resized, dtype=np.uint8).copy()
+            pixels = np.asarray(resized, dtype=np.uint8).copy()
+            if not measure:
+                return pixels, None
+            if upright.size != image.size:  # EXIF turned the picture a quarter
+                width, height = height, width
+            return pixels, image_measures(rgb, (width, height))
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, MemoryError) as error:

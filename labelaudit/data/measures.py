@@ -1,0 +1,85 @@
+"""Raw image-quality measures, taken while an image is decoded (no second pass over the files).
+
+Every measure is taken on the decoded, upright, RGB picture squashed to ``WORK_SIZE x WORK_SIZE``
+(the same plain resize as the training pixels), so it does not depend on the training image size
+and costs the same for a 28-pixel scan and a 24-megapixel photo. The decision which values are
+defects is taken later, against the dataset's own distribution (:mod:`labelaudit.core.quality`).
+
+=================  ==========================================================================
+``brightness``     mean grey level, 0 (black) .. 1 (white)
+``brightness_p99`` the grey level 1% of the pixels are brighter than: low when even the
+                   brightest part of the picture is dark (``dark``)
+``brightness_p05`` the grey level 5% of the pixels are darker than: high when even the darkest
+                   part is bright (``bright``, over-exposed)
+``sharpness``      standard deviation of the grey picture's 4-neighbour Laplacian divided by the
+                   grey picture's own standard deviation: how much of the picture's contrast is in
+                   fine detail. Dividing by the contrast keeps a darkened (or faded) picture as
+                   sharp as its original; a blurred one loses the fine detail (``blurry``)
+``entropy``        Shannon entropy of the 256-level grey histogram in bits, 0 .. 8 (``low_information``)
+``colourfulness``  Hasler and Süsstrunk's colourfulness of the RGB picture / 255: 0 for a grey
+                   picture (``grayscale``)
+``width``,         of the original picture as it is shown (EXIF orientation applied), in pixels
+``height``         (``odd_aspect``, ``odd_size``)
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+#: side of the square every measure is taken at
+WORK_SIZE = 64
+MEASURE_NAMES = ("brightness", "brightness_p99", "brightness_p05", "sharpness", "entropy", "colourfulness",
+                 "width", "height")
+N_MEASURES = len(MEASURE_NAMES)
+_RESIZE_FILTER = Image.Resampling.BILINEAR
+
+
+def image_measures(rgb: Image.Image, original_size: tuple[int, int]) -> np.ndarray:
+    """The raw measures of one decoded picture.
+
+    Parameters
+    ----------
+    rgb
+        The upright RGB picture (possibly decoded at a reduced JPEG scale).
+    original_size
+        ``(width, height)`` of the original as shown.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(N_MEASURES,)``, float32, in the order of ``MEASURE_NAMES``.
+    """
+    work = rgb.resize((WORK_SIZE, WORK_SIZE), _RESIZE_FILTER, reducing_gap=3.0)
+    grey_image = work.convert("L")
+    histogram = np.asarray(grey_image.histogram(), dtype=np.float64)
+    n_pixels = histogram.sum()
+    shares = histogram / n_pixels
+    levels = np.arange(256, dtype=np.float64)
+    cumulative = np.cumsum(histogram)
+    p99 = float(np.searchsorted(cumulative, 0.99 * n_pixels))
+    p05 = float(np.searchsorted(cumulative, 0.05 * n_pixels))
+    present = shares[shares > 0]
+    entropy = float(-(present * np.log2(present)).sum())
+
+    grey = np.asarray(grey_image, dtype=np.float32)
+    laplacian = (4.0 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:])
+    contrast = float(grey.std())
+    sharpness = float(laplacian.std()) / contrast if contrast >= 1.0 else 0.0
+
+    rgb_values = np.asarray(work, dtype=np.float32)
+    red, green, blue = rgb_values[..., 0], rgb_values[..., 1], rgb_values[..., 2]
+    rg = red - green
+    yb = 0.5 * (red + green) - blue
+    colourfulness = (np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())) / 255.0
+
+    return np.array([
+        float((shares * levels).sum()) / 255.0, p99 / 255.0, p05 / 255.0, sharpness, entropy, colourfulness,
+        original_size[0], original_size[1],
+    ], dtype=np.float32)
+
+
+def empty_measures(n_rows: int) -> np.ndarray:
+    """``(n_rows, N_MEASURES)`` float32 of NaN: the measures of images not (yet) decoded."""
+    return np.full((n_rows, N_MEASURES), np.nan, dtype=np.float32)
