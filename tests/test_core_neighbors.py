@@ -12,13 +12,14 @@ def brute_force(vectors, k):
     return np.take_along_axis(sims, order, axis=1), order
 
 
-@pytest.mark.parametrize("block_bytes", [1, 4 * 50 * 7, 2**26])
-def test_matches_brute_force_on_random_data(block_bytes):
+@pytest.mark.parametrize(("n", "block_bytes"), [(50, 1), (50, 4 * 64 * 7), (50, 2**26), (1500, 4 * 1504 * 97)])
+def test_matches_brute_force_on_random_data(n, block_bytes):
+    # n = 1500 takes the grouped selection (32 groups of 47 columns, k = 5), n = 50 the plain partition
     rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(50, 12))
-    sims, idx = nearest_neighbors(vectors, 5, block_bytes=block_bytes)
+    vectors = rng.normal(size=(n, 12))
+    sims, idx = nearest_neighbors(vectors, 5, block_bytes=block_bytes, reduce_dim=None)
     want_sims, want_idx = brute_force(vectors, 5)
-    assert sims.shape == idx.shape == (50, 5)
+    assert sims.shape == idx.shape == (n, 5)
     assert sims.dtype == np.float32 and idx.dtype == np.int64
     np.testing.assert_array_equal(idx, want_idx)
     np.testing.assert_allclose(sims, want_sims, atol=1e-5)
@@ -84,3 +85,38 @@ def test_rejects_nan_and_wrong_shape():
         nearest_neighbors(np.array([[np.nan, 1.0], [1.0, 1.0]]), 1)
     with pytest.raises(ValueError, match="2-D"):
         normalize_rows(np.ones(3))
+
+
+def test_reduced_search_is_exact_when_the_data_lie_in_the_subspace():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(2000, 8)) @ rng.normal(size=(8, 64))  # rank 8 in 64 dimensions
+    sims, idx = nearest_neighbors(vectors, 4, reduce_dim=8)
+    want_sims, want_idx = brute_force(vectors, 4)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+
+
+def test_reduced_search_returns_exact_similarities_and_keeps_planted_copies():
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(1000, 16)) @ rng.normal(size=(16, 96)) + rng.normal(scale=0.3, size=(1000, 96))
+    vectors[500] = vectors[7] + rng.normal(scale=1e-3, size=96)
+    sims, idx = nearest_neighbors(vectors, 5, reduce_dim=12)
+    assert idx[7, 0] == 500 and idx[500, 0] == 7
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(sims, np.einsum("nd,nkd->nk", x, x[idx]), atol=1e-5)
+    want_sims, want_idx = brute_force(vectors, 5)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, want_idx)])
+    assert recall > 0.9
+
+
+def test_auto_searches_exactly_below_the_row_threshold():
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(300, 300))
+    sims, idx = nearest_neighbors(vectors, 3)
+    np.testing.assert_array_equal(idx, brute_force(vectors, 3)[1])
+
+
+@pytest.mark.parametrize("bad", [0, "yes", True])
+def test_rejects_bad_reduce_dim(bad):
+    with pytest.raises(ValueError, match="reduce_dim"):
+        nearest_neighbors(np.ones((3, 4)), 1, reduce_dim=bad)
