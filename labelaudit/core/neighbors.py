@@ -75,19 +75,19 @@ def principal_projection(x: np.ndarray, dim: int, *, block_rows: int = 65_536) -
 
 
 def _select_top(block: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of the ``kk`` largest entries of each row, unordered.
-
-    ``block`` has shape (b, M) with M a multiple of ``_GROUPS``.
-    """
+    """Column indices and values of the ``kk`` largest entries of each row of ``block`` (b, M), unordered."""
     b, m = block.shape
     width = m // _GROUPS
     if width < 4 * kk:
         top = np.argpartition(block, m - kk, axis=1)[:, m - kk:]
         return top, np.take_along_axis(block, top, axis=1)
-    group_max = block.reshape(b, _GROUPS, width).max(axis=1)                       # (b, width)
+    grouped = _GROUPS * width
+    group_max = block[:, :grouped].reshape(b, _GROUPS, width).max(axis=1)          # (b, width)
     best_groups = np.argpartition(group_max, width - kk, axis=1)[:, width - kk:]   # (b, kk)
     cand = (best_groups[:, :, None] + width * np.arange(_GROUPS)[None, None, :]).reshape(b, -1)
-    cand_vals = np.take_along_axis(block, cand, axis=1)                            # (b, kk·_GROUPS)
+    if grouped < m:  # the last m - grouped columns belong to no group: always candidates
+        cand = np.concatenate([cand, np.broadcast_to(np.arange(grouped, m), (b, m - grouped))], axis=1)
+    cand_vals = np.take_along_axis(block, cand, axis=1)
     top = np.argpartition(cand_vals, cand_vals.shape[1] - kk, axis=1)[:, -kk:]
     return np.take_along_axis(cand, top, axis=1), np.take_along_axis(cand_vals, top, axis=1)
 
@@ -115,18 +115,14 @@ def search_rows(x: np.ndarray, kk: int, start: int, stop: int, *,
     indices : np.ndarray, shape (stop - start, kk), int64
     """
     n = x.shape[0]
-    padded = -(-n // _GROUPS) * _GROUPS
-    xt = np.zeros((x.shape[1], padded), dtype=np.float32)
-    xt[:, :n] = x.T
-    rows_per_block = max(1, int(block_bytes) // (4 * padded))
-    buffer = np.empty((min(rows_per_block, stop - start), padded), dtype=np.float32)
+    rows_per_block = max(1, int(block_bytes) // (4 * n))
+    buffer = np.empty((min(rows_per_block, stop - start), n), dtype=np.float32)
     sims = np.empty((stop - start, kk), dtype=np.float32)
     idx = np.empty((stop - start, kk), dtype=np.int64)
     for lo in range(start, stop, rows_per_block):
         hi = min(lo + rows_per_block, stop)
         block = buffer[: hi - lo]
-        np.matmul(x[lo:hi], xt, out=block)
-        block[:, n:] = -np.inf
+        np.matmul(x[lo:hi], x.T, out=block)
         local = np.arange(hi - lo)
         block[local, lo + local] = -np.inf
         top, vals = _select_top(block, kk)
