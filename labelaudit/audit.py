@@ -20,6 +20,7 @@ from .core.transition import bootstrap_transition_ci, confident_joint, smoothed_
 from .data.cache import CACHE_DIR_NAME
 from .data.dataset import LabelledImages, load_labelled_images, read_classes_file
 from .errors import LabelAuditError
+from .issues import DataIssueSettings, DataIssues, find_data_issues, split_values
 from .methods.registry import create_method
 from .report.files import write_json
 from .report.parquet import write_parquet
@@ -71,6 +72,8 @@ class ScanSettings:
     resume: bool = False  # continue the interrupted training saved in out/checkpoint-{scan,train}.pt
     freeze_backbone: bool = False  # fast mode: cached backbone embeddings + a linear head (labelaudit.frozen)
     self_check: bool = False  # audit a copy with planted flips too and measure how they are found
+    data_issues: bool = True  # duplicates, leakage, outliers, image quality (labelaudit.issues)
+    issues: DataIssueSettings = field(default_factory=DataIssueSettings)
 
 
 @dataclass
@@ -109,6 +112,8 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         check_frozen_settings(settings.method, resume=settings.resume)
         if distributed.world_size() > 1:
             raise LabelAuditError("--freeze-backbone runs in one process; start it without torchrun")
+    if settings.issues.split_column and not settings.data_issues:
+        raise LabelAuditError("--split-column needs the data checks; drop --no-data-checks")
     if settings.self_check and distributed.world_size() > 1:
         raise LabelAuditError("--self-check runs in one process; start it without torchrun")
     if settings.resume:
@@ -121,6 +126,8 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
     with distributed.main_process_first(spec.cache):  # torchrun: the others then read process 0's decode cache
         data = load_dataset(spec, settings.train.image_size, decode_progress, out=out)
     timings["decode_seconds"] = time.perf_counter() - started
+    if settings.issues.split_column:
+        split_values(data.rows, settings.issues.split_column)  # an unknown column is refused before training
     record = RunRecord(
         images_root=str(Path(spec.images).resolve()), labels_csv=str(Path(spec.labels_csv).resolve()),
         labels_sha256=sha256_of_file(spec.labels_csv), path_column=spec.path_column,
@@ -156,7 +163,13 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
         model_dir = save_model(out / MODEL_DIR, trained.method, trained.config, data.classes,
                                metrics={"history": trained.history, **trained.extra},
                                training_images=data.images, training_labels=data.labels)
-    samples = samples_frame(data.rows, data.row_index, data.classes, scores, trained.folds)
+    issues = None
+    if settings.data_issues:
+        stage = time.perf_counter()
+        issues = find_issues(data, trained, settings)
+        timings["data_issues_seconds"] = time.perf_counter() - stage
+    samples = samples_frame(data.rows, data.row_index, data.classes, scores, trained.folds,
+                            issues=issues.columns if issues else None, issue_index=np.arange(len(data.rows)))
     classes = classes_frame(data.classes, data.labels, scores, estimate.matrix)
     timings["total_seconds"] = time.perf_counter() - started
 
@@ -189,6 +202,8 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
                    chance_agreement=trust.chance_agreement)
     if self_check is not None:
         summary["self_check"] = self_check.to_dict()
+    summary["data_issues"] = issues.summary if issues else None
+    summary["class_balance"] = class_balance_summary(classes)
     if distributed.world_size() > 1:  # torchrun: the batch size is per process
         summary["processes"] = distributed.world_size()
     write_json(out / SUMMARY_FILE, summary)
@@ -315,6 +330,27 @@ def run_self_check(data: LabelledImages, settings: ScanSettings, progress: Progr
                                 estimated_rate_before=verdicts.n_errors / n_rows,
                                 estimated_rate_after=verdicts_again.n_errors / n_rows,
                                 prior_error_probability=verdicts.scores.error_probability)
+
+
+def find_issues(data: LabelledImages, trained: TrainedScores, settings: ScanSettings) -> DataIssues:
+    """The data-issue checks on what the scan has: the decoded pixels, the measures taken while decoding
+    and the class probabilities the rows were scored with."""
+    from .train.checkpoint import image_fingerprints
+
+    return find_data_issues(data, fingerprints=image_fingerprints(data.images), pred_probs=trained.pred_probs,
+                            settings=settings.issues)
+
+
+def class_balance_summary(classes: pd.DataFrame) -> dict[str, Any]:
+    """summary.json ``class_balance``: the largest over the smallest class, the underrepresented and weak
+    classes (classes.parquet's flags)."""
+    counts = classes["n"].to_numpy()
+    present = counts[counts > 0]
+    return {
+        "imbalance_ratio": float(present.max() / present.min()) if len(present) else None,
+        "underrepresented": classes.loc[classes["is_underrepresented"], "label"].tolist(),
+        "weak": classes.loc[classes["is_weak"], "label"].tolist(),
+    }
 
 
 def confident_joint_estimate(labels: np.ndarray, pred_probs: np.ndarray, n_classes: int, *,

@@ -37,12 +37,17 @@ def test_scan_writes_every_file_and_column(scanned_run, tiny_dataset):
     types = {name: str(schema.field(name).type) for name in SAMPLES_COLUMNS}
     assert types == {"path": "string", "given_label": "string", "suggested_label": "string", "p_given": "float",
                      "label_quality": "float", "error_probability": "float", "is_issue": "bool",
-                     "rank": "int32", "status": "string", "fold": "int16"}
+                     "rank": "int32", "status": "string", "fold": "int16", "duplicate_set": "int32",
+                     "is_duplicate": "bool", "is_leak": "bool", "outlier_score": "float", "is_outlier": "bool",
+                     "quality_issues": "list<element: string>", "brightness": "float", "sharpness": "float",
+                     "entropy": "float", "brightness_p99": "float", "brightness_p05": "float",
+                     "colourfulness": "float", "width": "int32", "height": "int32"}
     metadata = {k.decode() for k in schema.metadata}
     assert {"labelaudit_version", "config", "classes", "created_at", "images_root", "labels_sha256"} <= metadata
 
     classes = pd.read_parquet(scanned_run / "classes.parquet")
-    assert list(classes.columns) == ["label", "n", "n_issues", "estimated_noise_rate", "most_confused_with"]
+    assert list(classes.columns) == ["label", "n", "n_issues", "estimated_noise_rate", "most_confused_with",
+                                     "share", "is_underrepresented", "agreement", "is_weak"]
     assert classes["n"].sum() == len(samples)
     assert classes["n_issues"].sum() == samples["is_issue"].sum()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -46,6 +46,13 @@ def scan(
     max_pixels: opt.MaxPixels = None,
     workers: opt.Workers = None,
     no_cache: opt.NoCache = False,
+    split_column: Annotated[Optional[str], typer.Option(
+        "--split-column", metavar="COL", help="CSV column naming each row's split (train/val/test): duplicate sets "
+        "that span splits are reported as leakage (is_leak).", rich_help_panel=opt.DATA)] = None,
+    data_checks: Annotated[bool, typer.Option(
+        "--data-checks/--no-data-checks", help="Also look for duplicates, leakage, outliers and image-quality "
+        "defects (one inference pass and a nearest-neighbour search after training).",
+        rich_help_panel=opt.OUTPUT)] = True,
     self_check: Annotated[bool, typer.Option(
         "--self-check", help="Also audit a copy with 5% planted label errors shaped like the ones found, and report "
         "how well they were found (measured precision, recall, AUPRC, error-rate bias). Doubles the training.",
@@ -60,6 +67,7 @@ def scan(
     """Train a noise-robust model on the labelled images and score every row for label errors."""
     opt.require_inputs(images, labels, weights=weights, classes=classes)  # a typo is refused before torch loads
     from ..audit import DatasetSpec, ScanSettings, run_scan  # torch and timm load here, not for --help
+    from ..issues import DataIssueSettings
     from ..train.loop import check_model_name
 
     startup.imports_done()
@@ -81,6 +89,8 @@ def scan(
         resume=resume,
         freeze_backbone=freeze_backbone,
         self_check=self_check,
+        data_issues=data_checks,
+        issues=DataIssueSettings(split_column=split_column),
     )
     if freeze_backbone and not pretrained and weights is None:
         stderr.print("[yellow]Warning: --freeze-backbone without --pretrained/--weights uses random features[/]")

@@ -94,6 +94,8 @@ def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: i
                      f"head {summary['head_seconds']:.1f} s")
         for note in summary.get("notes", []):
             stdout.print(f"[yellow]{escape(note)}[/]")
+    for line in data_issue_lines(summary):
+        stdout.print(line)
     if summary["n_issues"] and top:
         flagged = samples[samples["is_issue"] == True].sort_values("rank").head(top)  # noqa: E712 (nullable)
         print_suspects(flagged, title=f"[bold]Most suspicious labels[/] (top {len(flagged)})")
@@ -101,3 +103,39 @@ def print_scan_summary(summary: dict[str, Any], samples: pd.DataFrame, *, top: i
                  f"(samples.parquet, classes.parquet, transition.parquet, summary.json) "
                  f"in {summary['timings']['total_seconds']:.0f} s")
     stdout.print(f"See the suspects: [bold]labelaudit report -o {summary['run_directory']}[/] (writes report.html)")
+
+
+def data_issue_lines(summary: dict[str, Any]) -> list[str]:
+    """The scan summary's lines on duplicates, leakage, outliers, image quality and class balance (Rich markup)."""
+    issues = summary.get("data_issues")
+    lines = []
+    if issues:
+        duplicates = issues["duplicates"]
+        text = f"[bold]Duplicates[/] {duplicates['rows']} rows in {duplicates['sets']} sets"
+        if duplicates["label_conflict_sets"]:
+            text += (f", [bold red]{duplicates['label_conflict_sets']} sets with different labels[/] "
+                     f"({duplicates['label_conflict_rows']} rows: at least one label in each is wrong)")
+        leakage = issues.get("leakage")
+        if leakage is not None:
+            colour = "bold red" if leakage["rows"] else "green"
+            text += (f"; [{colour}]leakage: {leakage['rows']} rows in {leakage['sets']} sets span "
+                     f"{escape(str(issues['split_column']))} values[/]")
+        lines.append(text)
+        parts = []
+        if issues.get("outliers") is not None:
+            parts.append(f"[bold]Outliers[/] {issues['outliers']['rows']}")
+        quality = issues.get("quality")
+        if quality is not None:
+            found = ", ".join(f"{n} {name}" for name, n in quality["counts"].items() if n)
+            parts.append(f"[bold]Image quality[/] {quality['rows']} rows with defects" + (f" ({found})" if found else ""))
+        if parts:
+            lines.append("; ".join(parts))
+    balance = summary.get("class_balance")
+    if balance and (balance["underrepresented"] or balance["weak"]):
+        text = f"[bold]Classes[/] largest/smallest {balance['imbalance_ratio']:.1f}x"
+        if balance["underrepresented"]:
+            text += "; underrepresented: " + escape(", ".join(balance["underrepresented"]))
+        if balance["weak"]:
+            text += "; weak (the model agrees little with their labels): " + escape(", ".join(balance["weak"]))
+        lines.append(text)
+    return lines

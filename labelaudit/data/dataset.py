@@ -65,6 +65,10 @@ class LabelledImages:
     measures : numpy.ndarray or None
         ``(M, N_MEASURES)`` float32 raw quality measures of the audited rows' images, taken while
         decoding (:mod:`labelaudit.data.measures`, columns in ``MEASURE_NAMES`` order).
+    file_group : numpy.ndarray or None
+        ``(len(rows),)`` int64: rows naming the same file (after resolving symlinks), whatever their
+        status, share a number; -1 for rows whose path or label was unusable. Rows of one file are
+        exact duplicates even when only the first of them is audited.
     """
 
     rows: pd.DataFrame
@@ -75,6 +79,7 @@ class LabelledImages:
     images_root: Path
     decoding: DecodeReport | None = None
     measures: np.ndarray | None = None
+    file_group: np.ndarray | None = None
 
     def status_counts(self) -> dict[str, int]:
         """Rows per status: ``"audited"`` first (if any), then by count, largest first."""
@@ -139,6 +144,7 @@ def load_labelled_images(
     labels = [label.strip() for label in table[label_column].tolist()]
 
     statuses, files = _path_and_label_statuses(root, csv_paths, labels, class_list)
+    file_group = _file_groups(statuses, files)
     rows_of_file = _mark_duplicates(statuses, files, labels)
     decoded = decode_files([Path(file) for file in rows_of_file], image_size, cache_dir=cache_dir,
                            workers=workers, max_pixels=max_pixels, progress=progress)
@@ -166,6 +172,7 @@ def load_labelled_images(
         decoding=decoded.report,
         measures=(decoded.measures[np.asarray(audited_positions, dtype=np.int64)]
                   if decoded.measures is not None else None),
+        file_group=file_group,
     )
 
 
@@ -245,6 +252,16 @@ def _path_and_label_statuses(
         statuses.append(reason)
         files.append(resolved)
     return statuses, files
+
+
+def _file_groups(statuses: list[str | None], files: list[str | None]) -> np.ndarray:
+    """(len(rows),) int64 number of each usable row's file (first seen = 0), -1 for the others."""
+    number: dict[str, int] = {}
+    groups = np.full(len(files), -1, dtype=np.int64)
+    for i, (status, file) in enumerate(zip(statuses, files)):
+        if status is None and file is not None:
+            groups[i] = number.setdefault(file, len(number))
+    return groups
 
 
 def _mark_duplicates(

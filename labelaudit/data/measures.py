@@ -83,3 +83,46 @@ def image_measures(rgb: Image.Image, original_size: tuple[int, int]) -> np.ndarr
 def empty_measures(n_rows: int) -> np.ndarray:
     """``(n_rows, N_MEASURES)`` float32 of NaN: the measures of images not (yet) decoded."""
     return np.full((n_rows, N_MEASURES), np.nan, dtype=np.float32)
+
+
+#: side of the grey thumbnails compared for near duplicates and outliers
+PERCEPTUAL_SIDE = 16
+_GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_PERCEPTUAL_BLOCK = 4096
+
+
+def perceptual_vectors(images: np.ndarray, side: int = PERCEPTUAL_SIDE) -> np.ndarray:
+    """Grey ``side x side`` thumbnails of decoded images, each minus its own mean, as vectors.
+
+    Their cosine similarity is close to 1 for two files of the same picture (a JPEG re-encode, a
+    resized copy) and lower for different pictures of the same kind; subtracting the mean keeps a
+    uniformly brighter copy similar and keeps plain backgrounds from making every pair similar.
+
+    Parameters
+    ----------
+    images
+        ``(N, S, S, 3)`` uint8 decoded images (e.g. a memory map of the decode cache; read in blocks).
+    side
+        Thumbnail side; S must be a multiple of it or the thumbnails are made with Pillow's bilinear
+        resize.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, side * side)`` float32.
+    """
+    n_images = len(images)
+    out = np.empty((n_images, side * side), dtype=np.float32)
+    size = images.shape[1] if images.ndim == 4 else side
+    for start in range(0, n_images, _PERCEPTUAL_BLOCK):
+        block = np.asarray(images[start:start + _PERCEPTUAL_BLOCK])
+        grey = block.astype(np.float32) @ _GREY_WEIGHTS
+        if size % side == 0:
+            factor = size // side
+            small = grey.reshape(len(block), side, factor, side, factor).mean(axis=(2, 4))
+        else:
+            small = np.stack([np.asarray(Image.fromarray(g).resize((side, side), _RESIZE_FILTER), np.float32)
+                              for g in grey])
+        flat = small.reshape(len(block), -1)
+        out[start:start + len(block)] = flat - flat.mean(axis=1, keepdims=True)
+    return out

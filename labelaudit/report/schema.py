@@ -29,8 +29,25 @@ SAMPLES_SCHEMA = pa.schema([
     ("rank", pa.int32()),
     ("status", pa.string()),
     ("fold", pa.int16()),
+    # Data issues (DESIGN.md §4, docs/report-schema.md): null where not computed.
+    ("duplicate_set", pa.int32()),
+    ("is_duplicate", pa.bool_()),
+    ("is_leak", pa.bool_()),
+    ("outlier_score", pa.float32()),
+    ("is_outlier", pa.bool_()),
+    ("quality_issues", pa.list_(pa.string())),
+    ("brightness", pa.float32()),
+    ("sharpness", pa.float32()),
+    ("entropy", pa.float32()),
+    ("brightness_p99", pa.float32()),
+    ("brightness_p05", pa.float32()),
+    ("colourfulness", pa.float32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
 ])
 SAMPLES_COLUMNS = SAMPLES_SCHEMA.names
+#: the data-issue columns of SAMPLES_SCHEMA (after ``fold``)
+DATA_ISSUE_COLUMNS = SAMPLES_COLUMNS[SAMPLES_COLUMNS.index("duplicate_set"):]
 
 CLASSES_SCHEMA = pa.schema([
     ("label", pa.string()),
@@ -38,6 +55,12 @@ CLASSES_SCHEMA = pa.schema([
     ("n_issues", pa.int64()),
     ("estimated_noise_rate", pa.float32()),
     ("most_confused_with", pa.string()),
+    # Class balance and weak classes (issue 14): share of the audited rows, flagged when rare; the model's
+    # agreement with the given labels, flagged when far below the other classes'.
+    ("share", pa.float32()),
+    ("is_underrepresented", pa.bool_()),
+    ("agreement", pa.float32()),
+    ("is_weak", pa.bool_()),
 ])
 
 TRANSITION_SCHEMA = pa.schema([

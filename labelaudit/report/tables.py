@@ -17,7 +17,12 @@ from ..core.scoring import (
 from ..core.noise_structure import NoiseStructure, confident_counts, noise_structure
 from ..core.transition import confident_joint
 from ..core.verdicts import calibrate_to_total, flag_top_estimated, suggested_labels, symmetric_error_count
-from .schema import AUDITED, SAMPLES_COLUMNS
+from .schema import AUDITED, DATA_ISSUE_COLUMNS, SAMPLES_COLUMNS
+
+#: a class with fewer rows than this share of the median class's is underrepresented
+UNDERREPRESENTED_RATIO = 0.2
+#: a class whose agreement (mean p(given | image)) is below this share of the median class's is weak
+WEAK_CLASS_RATIO = 0.75
 
 
 @dataclass
@@ -105,11 +110,14 @@ def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.nda
 
 
 def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str], scores: RowScores,
-                  folds: np.ndarray) -> pd.DataFrame:
+                  folds: np.ndarray, *, issues: dict[str, np.ndarray] | None = None,
+                  issue_index: np.ndarray | None = None) -> pd.DataFrame:
     """One row per CSV row in CSV order: the report columns, then the CSV's other columns.
 
     rows: the data layer's table (``path``, ``given_label``, ``status`` and extra columns);
     row_index: (M,) position in ``rows`` of each scored row; folds: (M,) fold that scored it.
+    issues: data-issue columns (names from ``DATA_ISSUE_COLUMNS``), each (M',) for the rows at
+    ``issue_index`` (default ``row_index``); columns not given are null.
     """
     n_rows = len(rows)
     frame = pd.DataFrame({
@@ -124,22 +132,52 @@ def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str],
         "status": rows["status"].astype(object).to_numpy(),
         "fold": _scatter(n_rows, row_index, folds, None),
     })
+    issues = issues or {}
+    unknown = set(issues) - set(DATA_ISSUE_COLUMNS)
+    if unknown:
+        raise ValueError(f"not data-issue columns: {sorted(unknown)}")
+    at = row_index if issue_index is None else issue_index
+    for column in DATA_ISSUE_COLUMNS:
+        values = issues.get(column)
+        frame[column] = (np.full(n_rows, None, dtype=object) if values is None
+                         else _scatter(n_rows, at, _missing_as_none(values), None))
     for column in rows.columns:
         if column not in SAMPLES_COLUMNS:
             frame[column] = rows[column].to_numpy()
     return frame
 
 
+def _missing_as_none(values) -> np.ndarray:
+    """(M,) object array of ``values``, NaN floats as None (nullable columns); list values stay lists."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = None if isinstance(value, (float, np.floating)) and np.isnan(value) else value
+    return out
+
+
 def _scatter(n_rows: int, row_index: np.ndarray, values: np.ndarray, missing) -> np.ndarray:
     out = np.full(n_rows, missing, dtype=object)
-    out[row_index] = list(values)
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        out[row_index] = values
+    else:
+        out[row_index] = list(values)
     return out
 
 
 def classes_frame(classes: list[str], labels: np.ndarray, scores: RowScores, transition: np.ndarray) -> pd.DataFrame:
     """Per class: rows given that label, how many are issues, the estimated share of wrong labels
-    among them (mean error probability), and the class its true members are most often labelled as."""
+    among them (mean error probability), the class its true members are most often labelled as, and
+    class balance: ``share`` of the audited rows, ``is_underrepresented`` (fewer rows than
+    ``UNDERREPRESENTED_RATIO`` x the median class's), ``agreement`` (mean p(given label | image) over the
+    class's rows) and ``is_weak`` (agreement below ``WEAK_CLASS_RATIO`` x the median class's)."""
     confused = most_confused_with(transition)
+    counts = np.bincount(labels, minlength=len(classes)).astype(np.float64)
+    total = max(1.0, float(counts.sum()))
+    present = counts > 0
+    median_count = float(np.median(counts[present])) if present.any() else 0.0
+    agreement = np.array([float(scores.p_given[labels == k].mean()) if counts[k] else np.nan
+                          for k in range(len(classes))])
+    median_agreement = float(np.median(agreement[present])) if present.any() else np.nan
     records = []
     for index, label in enumerate(classes):
         given_here = labels == index
@@ -150,6 +188,10 @@ def classes_frame(classes: list[str], labels: np.ndarray, scores: RowScores, tra
             "n_issues": int(scores.is_issue[given_here].sum()),
             "estimated_noise_rate": float(scores.error_probability[given_here].mean()) if n else np.nan,
             "most_confused_with": classes[int(confused[index])] if confused[index] >= 0 else None,
+            "share": counts[index] / total,
+            "is_underrepresented": bool(counts[index] < UNDERREPRESENTED_RATIO * median_count),
+            "agreement": agreement[index],
+            "is_weak": bool(n and agreement[index] < WEAK_CLASS_RATIO * median_agreement),
         })
     return pd.DataFrame.from_records(records)
 

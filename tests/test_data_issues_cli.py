@@ -1,0 +1,106 @@
+"""``scan`` data-issue columns end to end: planted duplicates, a label conflict, leakage across
+``--split-column`` values, a dark and a blurred image; ``check`` failing on leakage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageFilter
+from typer.testing import CliRunner
+
+from labelaudit.cli.app import app
+
+from tiny import TINY_SIZE, tiny_train_args, write_csv
+
+runner = CliRunner()
+
+
+def textured(seed: int) -> Image.Image:
+    """A coloured picture with sharp 2x2-pixel blocks, so that blurring it is visible at 16 px."""
+    rng = np.random.default_rng(seed)
+    base = np.array([(220, 40, 40), (40, 190, 60), (40, 70, 220)][seed % 3], dtype=float)
+    blocks = rng.normal(0, 60, (TINY_SIZE // 2, TINY_SIZE // 2, 1))
+    pixels = base + np.kron(blocks, np.ones((2, 2, 1)))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("issues")
+    images = root / "images"
+    images.mkdir()
+    rows = []
+    for i in range(48):
+        name = f"textured_{i}.png"
+        textured(i).save(images / name)
+        rows.append((name, ["red", "green", "blue"][i % 3]))
+    table = [(path, label, "train") for path, label in rows]
+    first, second = rows[0], rows[1]
+    shutil.copyfile(images / first[0], images / "copy_in_test.png")  # the same picture in the test split
+    table.append(("copy_in_test.png", first[1], "test"))
+    shutil.copyfile(images / second[0], images / "relabelled.png")  # the same picture, another label
+    table.append(("relabelled.png", "blue" if second[1] != "blue" else "red", "train"))
+    table.append((first[0], first[1], "val"))  # the very same file listed again, in another split
+    dark = np.asarray(textured(100), dtype=float) * 0.15  # a picture not in the dataset otherwise
+    Image.fromarray(dark.astype(np.uint8)).save(images / "dark.png")
+    table.append(("dark.png", "red", "train"))
+    textured(101).filter(ImageFilter.GaussianBlur(1.5)).save(images / "blurred.png")
+    table.append(("blurred.png", "green", "train"))
+    write_csv(root / "labels.csv", table, header=("path", "label", "split"))
+    out = root / "run"
+    result = runner.invoke(app, ["scan", str(images), str(root / "labels.csv"), "-o", str(out), "--split-column",
+                                 "split", "--quiet", "--threads", "1", *tiny_train_args(epochs=2)])
+    assert result.exit_code == 0, result.output
+    return {"root": root, "run": out, "first": first[0], "second": second[0]}
+
+
+def test_duplicates_conflicts_and_leaks_are_found(planted):
+    samples = pd.read_parquet(planted["run"] / "samples.parquet").set_index("path", drop=False)
+    first, second = planted["first"], planted["second"]
+    leak_rows = samples[samples["is_leak"] == True]  # noqa: E712
+    assert sorted(leak_rows["path"]) == sorted([first, "copy_in_test.png", first])
+    assert set(leak_rows["split"]) == {"train", "test", "val"}
+    # the label conflict is the set to look at first; the leak set comes next
+    conflict = samples.loc[[second, "relabelled.png"]]
+    assert (conflict["duplicate_set"] == 1).all()
+    assert (leak_rows["duplicate_set"] == 2).all()
+    assert samples["is_duplicate"].sum() == 5
+    others = samples[~samples["path"].isin([first, second, "copy_in_test.png", "relabelled.png"])]
+    assert not others["is_duplicate"].any() and others["duplicate_set"].isna().all()
+    assert samples.loc["dark.png", "quality_issues"].tolist() == ["dark"]
+    assert "blurry" in samples.loc["blurred.png", "quality_issues"].tolist()
+    clean = samples[~samples["path"].isin(["dark.png", "blurred.png"]) & (samples["status"] == "audited")]
+    assert sum(len(issues) for issues in clean["quality_issues"]) <= 1
+    audited = samples[samples["status"] == "audited"]
+    assert audited["width"].eq(TINY_SIZE).all() and audited["brightness"].between(0, 1).all()
+    assert audited["outlier_score"].gt(0).all() and audited["is_outlier"].notna().all()
+
+    summary = json.loads((planted["run"] / "summary.json").read_text())
+    issues = summary["data_issues"]
+    assert issues["leakage"] == {"sets": 1, "rows": 3, "splits": ["test", "train", "val"]}
+    assert issues["duplicates"]["label_conflict_sets"] == 1 and issues["duplicates"]["sets"] == 2
+    assert issues["quality"]["counts"]["dark"] == 1
+    classes = pd.read_parquet(planted["run"] / "classes.parquet")
+    assert classes["share"].sum() == pytest.approx(1.0)
+
+
+def test_terminal_summary_names_the_leak(planted):
+    root = planted["root"]
+    result = runner.invoke(app, ["scan", str(root / "images"), str(root / "labels.csv"), "-o", str(planted["run"]),
+                                 "--split-column", "split", "--threads", "1", *tiny_train_args(epochs=2)])
+    assert result.exit_code == 0, result.output
+    assert "leakage: 3 rows in 1 sets span split values" in result.output
+    assert "1 sets with different labels" in result.output
+
+
+def test_unknown_split_column_is_one_line_error(planted, tmp_path):
+    root = planted["root"]
+    result = runner.invoke(app, ["scan", str(root / "images"), str(root / "labels.csv"), "-o", str(tmp_path / "x"),
+                                 "--split-column", "fold_name", "--quiet", *tiny_train_args(epochs=1)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Error: --split-column 'fold_name' is not a column of the CSV (its other columns: split)"]
