@@ -122,6 +122,8 @@ class Limits:
     max_issues: int | None = None
     min_images: int | None = None
     on: str = "estimate"
+    max_duplicates: int | None = None  # rows of the batch in duplicate sets within the batch
+    fail_on_leakage: bool = False  # fail when a batch row shows an image the model trained on
 
     def validate(self) -> None:
         if self.on not in ON_CHOICES:
@@ -130,7 +132,8 @@ class Limits:
                              ("--max-class-error-rate", self.max_class_error_rate)):
             if rate is not None and not (isinstance(rate, (int, float)) and 0.0 <= rate <= 1.0):
                 raise LabelAuditError(f"{option} must be a rate between 0 and 1, got {rate!r}")
-        for option, count in (("--max-issues", self.max_issues), ("--min-images", self.min_images)):
+        for option, count in (("--max-issues", self.max_issues), ("--min-images", self.min_images),
+                              ("--max-duplicates", self.max_duplicates)):
             if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
                 raise LabelAuditError(f"{option} must be a whole number >= 0, got {count!r}")
 
@@ -336,6 +339,7 @@ class CheckResult:
     baseline: BaselineComparison | None
     timings: dict[str, float]
     training_overlap: TrainingOverlap | None = None
+    data_issues: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -381,6 +385,7 @@ class CheckResult:
             "worst_rows": _records(self.worst_rows),
             "noise_model": self.noise_model.to_dict(),
             "baseline": self.baseline.to_dict() if self.baseline else None,
+            "data_issues": self.data_issues,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -703,7 +708,7 @@ def evaluate_limits(limits: Limits, error_rate: RateEstimate, classes: list[Clas
             if limit is not None:
                 outcomes.append(LimitOutcome(name, option, limit, float("nan"), False,
                                              f"cannot be checked: {unavailable_reason}"))
-        limits = Limits(max_issues=limits.max_issues, min_images=limits.min_images, on=limits.on)
+        limits = replace(limits, max_error_rate=None, max_class_error_rate=None)
     if limits.max_error_rate is not None:
         value = error_rate.gated_value(limits.on)
         passed = value <= limits.max_error_rate
@@ -739,6 +744,37 @@ def evaluate_limits(limits: Limits, error_rate: RateEstimate, classes: list[Clas
         message = (f"{audited} usable rows{besides}; {'at least' if passed else 'fewer than'} {limits.min_images} "
                    "required")
         outcomes.append(LimitOutcome("min_images", "--min-images", limits.min_images, audited, passed, message))
+    return outcomes
+
+
+def evaluate_data_limits(limits: Limits, samples: pd.DataFrame, overlap: TrainingOverlap) -> list[LimitOutcome]:
+    """``--max-duplicates`` (rows of the batch in duplicate sets within the batch: the same picture twice,
+    exactly or nearly) and ``--fail-on-leakage`` (a batch row shows an image the model trained on: the
+    batch leaks into, or out of, the training set). A model folder without training fingerprints cannot
+    tell, and ``--fail-on-leakage`` then fails as *cannot be checked*."""
+    outcomes = []
+    if limits.max_duplicates is not None:
+        in_sets = samples[samples["is_duplicate"] == True]  # noqa: E712 (nullable)
+        n_sets = in_sets["duplicate_set"].nunique()
+        passed = len(in_sets) <= limits.max_duplicates
+        message = (f"{len(in_sets)} rows in {n_sets} duplicate sets within the batch; "
+                   f"{'within' if passed else 'more than'} {limits.max_duplicates}")
+        offenders = [f"{row.path} (set {int(row.duplicate_set)}, {row.given_label})"
+                     for row in in_sets.sort_values("duplicate_set").head(LISTED_OFFENDERS).itertuples(index=False)]
+        outcomes.append(LimitOutcome("max_duplicates", "--max-duplicates", limits.max_duplicates, len(in_sets),
+                                     passed, message, [] if passed else offenders))
+    if limits.fail_on_leakage:
+        if not overlap.known:
+            outcomes.append(LimitOutcome("leakage", "--fail-on-leakage", 0, float("nan"), False,
+                                         f"cannot be checked: {overlap.message}"))
+        else:
+            leaked = samples[samples["is_leak"] == True]  # noqa: E712 (nullable)
+            passed = leaked.empty
+            message = ("no batch row shows an image the model trained on" if passed else
+                       f"leakage: {len(leaked)} batch rows show images the model trained on")
+            offenders = [str(path) for path in leaked["path"].head(LISTED_OFFENDERS)]
+            outcomes.append(LimitOutcome("leakage", "--fail-on-leakage", 0, len(leaked), passed, message,
+                                         [] if passed else offenders))
     return outcomes
 
 
@@ -830,12 +866,15 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
     else:
         batch_scores, scores, noise = None, _no_scores(), None
         error_rate, classes = RateEstimate.unavailable(), []
-    samples = samples_frame(rows, data.row_index[scored], model.classes, scores, np.zeros(len(labels), np.int16))
+    issues = batch_data_issues(data, seen)
+    samples = samples_frame(rows, data.row_index[scored], model.classes, scores, np.zeros(len(labels), np.int16),
+                            issues=issues.columns, issue_index=np.arange(len(rows)))
     samples = _with_seen_column(samples, data.row_index, seen)
     flagged = (samples[samples["is_issue"] == True]  # noqa: E712 (object column holding None for skipped rows)
                .sort_values("rank")[["path", "given_label", "suggested_label", "error_probability", "rank"]])
     outcomes = evaluate_limits(limits, error_rate, classes, flagged, len(labels),
                                unavailable_reason=overlap.message, seen=overlap.seen)
+    outcomes += evaluate_data_limits(limits, samples, overlap)
     baseline = (compare_with_baseline(settings.baseline, error_rate, classes)
                 if settings.baseline and error_rate.available else None)
     noise_model = NoiseModel(
@@ -856,9 +895,25 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
         error_rate=error_rate, n_issues=int(scores.is_issue.sum()), classes=classes, limits=outcomes,
         on=limits.on, worst_rows=flagged.head(max(settings.worst, 0)).reset_index(drop=True),
         samples=samples, noise_model=noise_model, baseline=baseline, timings=timings, training_overlap=overlap,
+        data_issues={**issues.summary, "leakage": {"rows": overlap.seen if overlap.known else None,
+                                                   "known": overlap.known}},
     )
     write_batch_report(result, settings, model, data.images_root)
     return result
+
+
+def batch_data_issues(data: Any, seen: np.ndarray | None) -> Any:
+    """Duplicates within the batch, outliers and image quality (:func:`labelaudit.issues.find_data_issues`),
+    with ``is_leak`` meaning *shows an image the model trained on* (null when the model cannot tell)."""
+    from .issues import find_data_issues
+    from .train.checkpoint import image_fingerprints
+
+    issues = find_data_issues(data, fingerprints=image_fingerprints(data.images), pred_probs=None)
+    leak = np.full(len(data.rows), None, dtype=object)
+    if seen is not None:
+        leak[data.row_index] = list(seen.astype(bool))
+    issues.columns["is_leak"] = leak
+    return issues
 
 
 def mark_seen_rows(rows: pd.DataFrame, row_index: np.ndarray, seen: np.ndarray | None) -> pd.DataFrame:

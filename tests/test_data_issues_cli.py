@@ -104,3 +104,69 @@ def test_unknown_split_column_is_one_line_error(planted, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "Error: --split-column 'fold_name' is not a column of the CSV (its other columns: split)"]
+
+
+def test_export_lists_rows_to_drop_and_recheck(planted):
+    result = runner.invoke(app, ["export", "--format", "data-issues-csv", "-o", str(planted["run"])])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(planted["run"] / "data-issues.csv")
+    by_path = {(row.path, row.action): row.reason for row in frame.itertuples()}
+    # the relabelled copy: both rows re-checked; the copies of the first image: all but one dropped as leaks
+    assert (planted["second"], "recheck") in by_path and ("relabelled.png", "recheck") in by_path
+    assert by_path[("copy_in_test.png", "drop")] == f"leak: duplicate of {planted['first']}"
+    assert list(frame["action"]).count("drop") == 2
+    assert by_path[("dark.png", "recheck")] == "image quality: dark"
+    assert "Wrote" in result.output and "2 to drop" in result.output
+
+
+def test_html_report_has_a_section_per_issue_type(planted):
+    result = runner.invoke(app, ["report", "-o", str(planted["run"]), "--quiet"])
+    assert result.exit_code == 0, result.output
+    page = (planted["run"] / "report.html").read_text(encoding="utf-8")
+    assert 'id="duplicates"' in page and "Set 1 · 2 rows" in page and "different labels" in page
+    assert "leak across split" in page
+    assert 'id="quality"' in page and 'id="outliers"' in page
+    duplicates = page[page.index('id="duplicates"'):page.index('id="outliers"')]
+    assert duplicates.count("<img ") == 5  # every row of both sets, side by side
+
+
+@pytest.fixture(scope="module")
+def batch(planted):
+    root = planted["root"] / "batch"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(200, 209):
+        textured(i).save(root / "images" / f"new_{i}.png")
+        rows.append((f"new_{i}.png", ["red", "green", "blue"][i % 3]))
+    shutil.copyfile(root / "images" / "new_200.png", root / "images" / "new_200_again.png")
+    rows.append(("new_200_again.png", rows[0][1]))
+    write_csv(root / "clean.csv", rows)
+    shutil.copyfile(planted["root"] / "images" / "textured_5.png", root / "images" / "from_training.png")
+    write_csv(root / "leaky.csv", [*rows[1:], ("from_training.png", "blue")])
+    return root
+
+
+def check(batch, csv_name, run, *options):
+    return runner.invoke(app, ["check", str(batch / "images"), str(batch / csv_name), "--model", str(run / "model"),
+                               "-o", str(run), "--device", "cpu", "--threads", "1", "--report",
+                               str(batch / f"{csv_name}.parquet"), *options])
+
+
+def test_check_fails_on_leakage_and_on_duplicates(planted, batch):
+    leaky = check(batch, "leaky.csv", planted["run"], "--fail-on-leakage", "--json")
+    assert leaky.exit_code == 1, leaky.output
+    summary = json.loads(leaky.stdout)
+    [limit] = summary["limits"]
+    assert limit["name"] == "leakage" and not limit["passed"] and limit["offenders"] == ["from_training.png"]
+    report = pd.read_parquet(batch / "leaky.csv.parquet").set_index("path")
+    assert report.loc["from_training.png", "is_leak"] == True  # noqa: E712
+    assert not report.drop(index="from_training.png")["is_leak"].any()
+
+    clean = check(batch, "clean.csv", planted["run"], "--fail-on-leakage", "--quiet")
+    assert clean.exit_code == 0, clean.output
+    duplicated = check(batch, "clean.csv", planted["run"], "--max-duplicates", "0", "--json")
+    assert duplicated.exit_code == 1
+    [limit] = json.loads(duplicated.stdout)["limits"]
+    assert limit["value"] == 2 and limit["message"].startswith("2 rows in 1 duplicate sets within the batch")
+    allowed = check(batch, "clean.csv", planted["run"], "--max-duplicates", "2", "--quiet")
+    assert allowed.exit_code == 0, allowed.output

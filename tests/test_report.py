@@ -369,7 +369,7 @@ def test_export_threshold_and_stdout(run_dir):
 def test_export_exit_2_cases(run_dir, tmp_path):
     result = runner.invoke(app, ["export", "--format", "xml", "-o", str(run_dir)])
     assert result.exit_code == 2
-    assert result.output.strip() == "Error: unknown format 'xml'; formats: relabel-csv"
+    assert result.output.strip() == "Error: unknown format 'xml'; formats: relabel-csv, data-issues-csv"
 
     result = runner.invoke(app, ["export", "-o", str(tmp_path)])
     assert result.exit_code == 2

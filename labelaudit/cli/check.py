@@ -51,6 +51,12 @@ def check(
         rich_help_panel=LIMITS)] = None,
     min_images: Annotated[Optional[int], typer.Option(
         "--min-images", min=0, help="Fail when fewer rows than this are usable.", rich_help_panel=LIMITS)] = None,
+    max_duplicates: Annotated[Optional[int], typer.Option(
+        "--max-duplicates", min=0, help="Fail when more rows than this are in duplicate sets within the batch "
+        "(the same picture twice, exactly or nearly).", rich_help_panel=LIMITS)] = None,
+    fail_on_leakage: Annotated[bool, typer.Option(
+        "--fail-on-leakage", help="Fail when a batch row shows an image the model trained on (e.g. a test set "
+        "that leaks training images).", rich_help_panel=LIMITS)] = False,
     report: Annotated[Optional[Path], typer.Option(
         "--report", help="Batch report (Parquet, samples.parquet columns). [default: OUT/check/BATCH.parquet]",
         rich_help_panel=opt.OUTPUT, show_default=False)] = None,
@@ -82,7 +88,8 @@ def check(
     settings = CheckSettings(
         images=images, batch_csv=batch, model_dir=model, out=out, report=report, baseline=baseline,
         limits=Limits(max_error_rate=max_error_rate, max_class_error_rate=max_class_error_rate,
-                      max_issues=max_issues, min_images=min_images, on=on.value),
+                      max_issues=max_issues, min_images=min_images, on=on.value, max_duplicates=max_duplicates,
+                      fail_on_leakage=fail_on_leakage),
         path_column=path_column, label_column=label_column, delimiter=delimiter, device=device,
         max_pixels=max_pixels, workers=workers, worst=top,
     )

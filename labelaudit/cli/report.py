@@ -65,7 +65,7 @@ def report(
     written = []
     if not no_html:
         write_report_html(html_path, view, suspects, thumbnails, given_label=class_label,
-                          caption=selection.description)
+                          caption=selection.description, issue_sections=_issue_sections(view))
         written.append(f"{html_path} ({selection.description})")
     shown = min(len(suspects), SHEET_CELLS)
     sheet_title = (f"labelaudit: {selection.description} in {Path(view.record.labels_csv).name}"
@@ -123,3 +123,16 @@ def _classes_table(view: RunView) -> Table:
         confused = "–" if pd.isna(row.most_confused_with) else markup_escape(str(row.most_confused_with))
         table.add_row(markup_escape(str(row.label)), str(int(row.n)), str(int(row.n_issues)), rate, confused)
     return table
+
+
+def _issue_sections(view: RunView) -> str:
+    """The HTML report's duplicate, outlier, image-quality and class-balance sections."""
+    from ..report.html import thumbnail_data_uri
+    from ..report.issues_view import render_issue_sections
+    from ..report.views import load_thumbnails
+
+    def data_uris(paths: list[str]) -> list[str | None]:
+        loaded = load_thumbnails(view.record.images_root, paths, THUMBNAIL_SIZE)
+        return [thumbnail_data_uri(image) if found else None for image, found in zip(loaded.images, loaded.found)]
+
+    return render_issue_sections(view.samples, view.classes, view.summary, data_uris)

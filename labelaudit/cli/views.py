@@ -127,7 +127,8 @@ def data_issue_lines(summary: dict[str, Any]) -> list[str]:
         quality = issues.get("quality")
         if quality is not None:
             found = ", ".join(f"{n} {name}" for name, n in quality["counts"].items() if n)
-            parts.append(f"[bold]Image quality[/] {quality['rows']} rows with defects" + (f" ({found})" if found else ""))
+            parts.append(f"[bold]Image quality[/] {quality['rows']} rows with defects"
+                         + (f" ({found})" if found else ""))
         if parts:
             lines.append("; ".join(parts))
     balance = summary.get("class_balance")

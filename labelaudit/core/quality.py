@@ -143,7 +143,8 @@ def quality_flags(measures: np.ndarray, rules: QualityRules | None = None) -> Qu
             np.abs(log_aspect - median_aspect) > np.log(rules.aspect_factor))
         thresholds["odd_aspect"] = float(np.exp(median_aspect))
         median_side = float(np.median(log_side[valid]))
-        flags[:, QUALITY_ISSUES.index("odd_size")] = valid & (
-            (log_side < median_side - np.log(rules.small_factor)) | (log_side > median_side + np.log(rules.large_factor)))
+        small = log_side < median_side - np.log(rules.small_factor)
+        large = log_side > median_side + np.log(rules.large_factor)
+        flags[:, QUALITY_ISSUES.index("odd_size")] = valid & (small | large)
         thresholds["odd_size"] = float(np.exp(median_side)) / rules.small_factor
     return QualityFlags(flags, thresholds)

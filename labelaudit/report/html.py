@@ -33,9 +33,11 @@ _RED = (205, 62, 30)  # off-diagonal of T: confusions
 
 
 def write_report_html(target: str | Path, view: RunView, suspects: pd.DataFrame, thumbnails: Thumbnails, *,
-                      given_label: str | None = None, caption: str | None = None) -> Path:
-    """Write the page for ``view`` with ``suspects`` (rows of samples) and their ``thumbnails``, atomically."""
-    page = render_report_html(view, suspects, thumbnails, given_label=given_label, caption=caption)
+                      given_label: str | None = None, caption: str | None = None, issue_sections: str = "") -> Path:
+    """Write the page for ``view`` with ``suspects`` (rows of samples) and their ``thumbnails``, atomically;
+    ``issue_sections``: the data-issue sections' HTML (:func:`labelaudit.report.issues_view.render_issue_sections`)."""
+    page = render_report_html(view, suspects, thumbnails, given_label=given_label, caption=caption,
+                              issue_sections=issue_sections)
     target = Path(target)
     with atomic_path(target) as temporary:
         temporary.write_text(page, encoding="utf-8")
@@ -43,7 +45,7 @@ def write_report_html(target: str | Path, view: RunView, suspects: pd.DataFrame,
 
 
 def render_report_html(view: RunView, suspects: pd.DataFrame, thumbnails: Thumbnails, *,
-                       given_label: str | None = None, caption: str | None = None) -> str:
+                       given_label: str | None = None, caption: str | None = None, issue_sections: str = "") -> str:
     """The whole page as a string. ``thumbnails`` holds one image per row of ``suspects``; ``caption`` says
     what they are (e.g. "top 50 rows by rank, 12 of them flagged"; default "top N"). Rows that are not
     flagged (``is_issue`` false) are marked on their card."""
@@ -58,6 +60,7 @@ def render_report_html(view: RunView, suspects: pd.DataFrame, thumbnails: Thumbn
         _heatmap_section(transition_estimate(view), view.class_names),
         "</div>",
         _suspects_section(view, suspects, thumbnails, given_label, caption),
+        issue_sections,
         _skipped_section(skipped_rows(view.samples)),
         f'<footer>labelaudit {escape(__version__)} · run directory {escape(str(view.out))} · '
         "a self-contained page: no network access</footer>",
@@ -353,6 +356,11 @@ background:color-mix(in srgb,var(--red) calc(var(--p)*100%),#8b96a5)}
 details summary{cursor:pointer;color:var(--blue);margin-top:10px}
 td.path{overflow-wrap:anywhere}
 footer{color:var(--muted);font-size:12px;text-align:center;margin-top:8px}
+.dupset{margin-bottom:14px}.dupset h3,#quality h3{font-size:14px;margin:8px 0}
+.issue-card{margin:0;padding:8px;border:1px solid var(--line);border-radius:8px;background:#fff;display:flex;
+flex-direction:column;align-items:center;gap:6px}.issue-card img{width:96px;height:96px;border-radius:4px}
+.dupset .row{display:flex;gap:10px;overflow-x:auto;padding-bottom:4px}.dupset .issue-card{flex:0 0 128px}
+.tag.bad{background:var(--red);color:#fff}.split,.score{color:var(--muted);font-weight:400}
 """
 
 # Filters the suspect cards by class; the state lives in the URL hash so a filtered view is a link.

@@ -16,7 +16,8 @@ from .files import atomic_path
 def write_parquet(frame: pd.DataFrame, target: str | Path, *, schema: pa.Schema | None = None,
                   metadata: dict[str, Any] | None = None) -> Path:
     """Write ``frame`` to ``target``; ``schema`` fixes the leading columns' types (extra columns are
-    written as strings); ``metadata`` values that are not strings are stored as JSON."""
+    written as strings, schema columns the frame lacks as nulls); ``metadata`` values that are not
+    strings are stored as JSON."""
     table = _to_table(frame, schema)
     if metadata:
         encoded = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()}
@@ -35,7 +36,9 @@ def _to_table(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
         if column not in schema.names:
             fields.append(pa.field(column, pa.string()))
     full = pa.schema(fields)
-    arrays = [pa.array(_column_values(frame[f.name]), type=f.type, from_pandas=True) for f in full]
+    # A schema column the frame lacks (e.g. the data-issue columns of a frame built by other code) is null.
+    arrays = [pa.array(_column_values(frame[f.name]), type=f.type, from_pandas=True) if f.name in frame.columns
+              else pa.nulls(len(frame), f.type) for f in full]
     return pa.Table.from_arrays(arrays, schema=full)
 
 
