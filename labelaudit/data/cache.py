@@ -21,7 +21,8 @@ written with ordinary writes (a full disk is then an error, not a crash inside a
 and flushed before the index that points at them is replaced atomically, so an interrupted
 run leaves the previous consistent cache. An index that cannot be read, that does not match
 its pixel file (missing, truncated, slots out of range) or that was made by another Pillow,
-decoding version or cache format (format 1 had no measures) is discarded and the cache rebuilt. Bytes flipped inside the pixel file are
+decoding or measures version or cache format (format 1 had no measures) is discarded and the cache
+rebuilt. Bytes flipped inside the pixel file are
 not detected (that would mean reading every pixel on every run). When more than half of the
 pixel file belongs to files that have changed since, the live slots are copied to a new one.
 A lock file serialises processes sharing the cache (e.g. distributed ranks), so each file is
@@ -44,7 +45,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from labelaudit.data.images import DECODE_VERSION, IMAGE_TOO_LARGE, UNREADABLE_IMAGE, decode_images
-from labelaudit.data.measures import MEASURE_NAMES, N_MEASURES, empty_measures
+from labelaudit.data.measures import MEASURE_NAMES, MEASURES_VERSION, N_MEASURES, empty_measures
 from labelaudit.report.files import atomic_path
 
 #: name of the cache folder inside a run directory
@@ -256,6 +257,7 @@ def _settings(image_size: int, max_pixels: int | None) -> dict[str, str]:
     return {
         "format": FORMAT_VERSION,
         "decode_version": str(DECODE_VERSION),
+        "measures_version": str(MEASURES_VERSION),
         "pillow": PIL.__version__,
         "pillow_max_image_pixels": str(Image.MAX_IMAGE_PIXELS),
         "image_size": str(image_size),

@@ -79,10 +79,9 @@ def _full_schema(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Schema:
 
 
 def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    missing = [name for name in schema.names if name not in frame.columns]
-    if missing:
-        raise ValueError(f"batch lacks column {missing[0]!r}")
-    arrays = [pa.array(_values(frame[field.name]), type=field.type, from_pandas=True) for field in schema]
+    # As write_parquet: a schema column the frame lacks is written as nulls.
+    arrays = [pa.array(_values(frame[field.name]), type=field.type, from_pandas=True) if field.name in frame.columns
+              else pa.nulls(len(frame), field.type) for field in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
