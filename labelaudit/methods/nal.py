@@ -5,6 +5,14 @@ labels turn into noisy ones: p(z|x) = Σ_i p(y=i|x)·θ[i, z]. The whole stack i
 cross-entropy against the noisy labels; the base network alone then predicts the clean class, and θ
 is itself an estimate of T (estimator ``nal``). b starts from the log of the row-normalised confusion
 between a cross-entropy base model's predictions and the noisy labels on the training set.
+
+The base must not have memorised the noisy labels when the channel starts: the official code early-stops
+it on a noisy validation split. Here it is the same run's first ``base_share`` of the epochs (plain
+cross-entropy while the learning rate is high), and the channel trains through the rest. Measured on
+Fashion-MNIST (1,000 rows, 50% symmetric noise, 40 epochs, test_resnet): a separate CE base trained to the
+end and then 40 more epochs through the channel let θ drift toward the identity (mean diagonal 0.73 against
+the true 0.50) while the base learned the noise: 67.1% clean-test accuracy against CE's 71.4%; this
+schedule keeps θ at the truth (diagonal 0.51) and reaches 71.2% at half the cost. See docs/commands/train.md.
 """
 
 from __future__ import annotations
@@ -16,14 +24,16 @@ import torch
 import torch.nn.functional as F
 
 from ..core.transition import realised_transition
+from ..errors import LabelAuditError
 from .base import Batch, TrainingMethod
-from .registry import create_method, register
+from .registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..train.loop import TrainContext
 
 #: added before the log so that confusions never seen get a finite, very negative b
 LOG_FLOOR = 1e-8
+BASE_SHARE = 0.5
 
 
 def channel_init(predicted: np.ndarray, noisy_labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -55,11 +65,21 @@ class NoiseChannel(torch.nn.Module):
 
 @register
 class NoiseAdaptationLayer(TrainingMethod):
+    """``base_share``: share of the epochs the base network trains with plain cross-entropy before the
+    channel is initialised from its confusion; training then goes on through the channel, in the same run
+    (one cosine schedule, one optimiser), as the official code goes on training its early-stopped base.
+    """
+
     name = "nal"
 
-    def __init__(self) -> None:
+    def __init__(self, base_share: float = BASE_SHARE) -> None:
         super().__init__()
+        if not 0.0 < base_share < 1.0:
+            raise LabelAuditError(f"nal option base_share must be in (0, 1), got {base_share:g}")
+        self.base_share = base_share
         self.initial_channel: np.ndarray | None = None
+        self.switch_epoch = 0  # the channel is in use after this epoch (set by prepare)
+        self.channel_active = False
 
     def build_networks(self, create_network: Callable[[], torch.nn.Module], n_classes: int) -> None:
         network = create_network()
@@ -67,15 +87,19 @@ class NoiseAdaptationLayer(TrainingMethod):
         self.nets = torch.nn.ModuleList([network, NoiseChannel(n_classes).to(device)])
 
     def prepare(self, ctx: "TrainContext") -> None:
-        base = ctx.fit(create_method("ce"), description="nal: CE base model")
-        predicted = ctx.predict_train(base.method).argmax(axis=1)
         super().prepare(ctx)
-        # The s-model goes on training the CE base, now through the channel.
-        self.nets[0].load_state_dict(base.method.networks()[0].state_dict())
-        init = channel_init(predicted, ctx.labels, ctx.n_classes)
+        self.switch_epoch = min(ctx.epochs, max(1, round(self.base_share * ctx.epochs)))
+        self.channel_active = False
+
+    def on_epoch_end(self, epoch: int, ctx: "TrainContext") -> None:
+        if self.channel_active or epoch < self.switch_epoch:
+            return
+        # The base's predictions on the training images stand in for the true class.
+        init = channel_init(ctx.predict_train().argmax(axis=1), ctx.labels, ctx.n_classes)
         with torch.no_grad():
             self.channel.b.copy_(torch.as_tensor(init, dtype=self.channel.b.dtype))
         self.initial_channel = init
+        self.channel_active = True
 
     @property
     def channel(self) -> NoiseChannel:
@@ -83,13 +107,17 @@ class NoiseAdaptationLayer(TrainingMethod):
 
     def trainable_parameters(self) -> list[dict[str, Any]]:
         # θ is a probability model, not a weight to shrink: weight decay would pull it toward uniform noise.
+        # Until the switch b gets no gradient, so SGD leaves it alone.
         return [
             {"params": [p for p in self.nets[0].parameters() if p.requires_grad]},
             {"params": [self.channel.b], "weight_decay": 0.0},
         ]
 
     def loss(self, batch: Batch, progress: float) -> torch.Tensor:
-        return F.nll_loss(self.channel.log_noisy_probs(self.nets[0](batch.images)), batch.labels)
+        logits = self.nets[0](batch.images)
+        if not self.channel_active:
+            return F.cross_entropy(logits.float(), batch.labels)
+        return F.nll_loss(self.channel.log_noisy_probs(logits), batch.labels)
 
     def transition(self) -> np.ndarray:
         """(K, K) the learned channel θ: the method's estimate of T[i, j] = P(noisy j | true i)."""
@@ -97,5 +125,18 @@ class NoiseAdaptationLayer(TrainingMethod):
             return self.channel.theta().cpu().numpy().astype(np.float64)
 
     def settings(self) -> dict[str, Any]:
-        return {"channel_init": "log(row-normalised confusion of the CE base model + 1e-8)",
+        return {"channel_init": "log(row-normalised confusion of the CE-trained base + 1e-8)",
+                "base_share": self.base_share, "channel_from_epoch": self.switch_epoch + 1,
                 "transition_estimator": "nal"}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The networks (base and channel b), when the channel starts, whether it has, and its start value."""
+        return {**super().state_dict(), "switch_epoch": self.switch_epoch, "channel_active": self.channel_active,
+                "initial_channel": None if self.initial_channel is None else self.initial_channel.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.switch_epoch = int(state["switch_epoch"])
+        self.channel_active = bool(state["channel_active"])
+        initial = state["initial_channel"]
+        self.initial_channel = None if initial is None else np.asarray(initial, dtype=np.float64)
