@@ -117,7 +117,7 @@ def test_elr_plus_networks_emas_and_trainable_parameters():
 
 
 def test_elr_plus_loss_uses_the_peer_ema_targets_mixed_like_the_inputs():
-    method = _stub_elr_plus(coef_ramp=0.5)
+    method = _stub_elr_plus(coef_ramp=0.5, mixup_alpha=1.0)
     method.beta, method.lam = 0.7, 3.0
     images = torch.randn(4, 3, 2, 2)
     batch = Batch(images=images, labels=torch.tensor([0, 2, 1, 1]), indices=torch.tensor([0, 2, 3, 4]),
@@ -207,6 +207,9 @@ def test_nal_loss_matches_hand_computation_and_predicts_with_the_base():
     batch = Batch(images=images, labels=labels, indices=torch.arange(4), trusted=torch.zeros(4, dtype=torch.bool))
     with torch.no_grad():
         p = softmax_rows(method.nets[0](images).numpy().astype(np.float64))
+        # Before the switch epoch the base trains with plain cross-entropy, then through the channel.
+        assert method.loss(batch, 0.0).item() == pytest.approx(-np.mean(np.log(p[np.arange(4), labels])), rel=1e-5)
+        method.channel_active = True
         theta = softmax_rows(method.channel.b.numpy().astype(np.float64))
         expected = -np.mean([np.log(p[n] @ theta[:, labels[n]]) for n in range(4)])
         assert method.loss(batch, 0.0).item() == pytest.approx(expected, rel=1e-5)
