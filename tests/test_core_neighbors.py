@@ -121,3 +121,41 @@ def test_auto_searches_exactly_below_the_row_threshold():
 def test_rejects_bad_reduce_dim(bad):
     with pytest.raises(ValueError, match="reduce_dim"):
         nearest_neighbors(np.ones((3, 4)), 1, reduce_dim=bad)
+
+
+def test_inverted_file_with_one_cell_is_the_exact_search():
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(400, 10))
+    sims, idx = nearest_neighbors(vectors, 4, reduce_dim=None, lists=1, probe=1)
+    want_sims, want_idx = brute_force(vectors, 4)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+
+
+def test_rows_whose_cells_are_too_small_fall_back_to_the_exact_search():
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(60, 6))
+    sims, idx = nearest_neighbors(vectors, 3, reduce_dim=None, lists=60, probe=1)  # about one row per cell
+    np.testing.assert_array_equal(idx, brute_force(vectors, 3)[1])
+
+
+def test_inverted_file_finds_planted_copies_on_clustered_data():
+    rng = np.random.default_rng(8)
+    centers = rng.normal(size=(30, 32))
+    vectors = centers[rng.integers(0, 30, 3000)] + 0.4 * rng.normal(size=(3000, 32))
+    originals, copies = np.arange(0, 300, 3), np.arange(1500, 1600)
+    vectors[copies] = vectors[originals] + rng.normal(scale=1e-3, size=(100, 32))
+    sims, idx = nearest_neighbors(vectors, 5, reduce_dim=None, lists=40, probe=4)
+    np.testing.assert_array_equal(idx[copies, 0], originals)
+    x = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(sims, np.einsum("nd,nkd->nk", x, x[idx]), atol=1e-5)
+    assert np.all(idx != np.arange(3000)[:, None])
+    want = brute_force(vectors, 5)[1]
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(idx, want)])
+    assert recall > 0.8
+
+
+@pytest.mark.parametrize(("lists", "probe"), [(0, 1), ("many", 1), (4, 0), (4, 5)])
+def test_rejects_bad_inverted_file_settings(lists, probe):
+    with pytest.raises(ValueError, match="lists|probe"):
+        nearest_neighbors(np.ones((10, 4)), 1, lists=lists, probe=probe)
