@@ -17,10 +17,12 @@ METHOD = "Method"
 METHODS = "ce, elr, elr+, glc, forward, nal"
 
 MixupAlpha = Annotated[Optional[float], typer.Option(
-    "--mixup-alpha", min=0.0, help="elr+: mixup weight ~ Beta(α, α); 0 turns mixup off. Paper: 1.",
+    "--mixup-alpha", min=0.0, help="elr+: mixup weight ~ Beta(α, α); 0 turns mixup off. Paper: 1 (200 "
+    "epochs); default 0: on short runs mixup cost 5 points (Fashion-MNIST, 13 epochs, 50% noise).",
     rich_help_panel=METHOD)]
 EmaDecay = Annotated[Optional[float], typer.Option(
-    "--ema-decay", min=0.0, max=0.999999, help="elr+: decay of each network's weight average. Paper: 0.997.",
+    "--ema-decay", min=0.0, max=0.999999, help="elr+: decay of each network's weight average. Default: an "
+    "average over ~0.85 epoch, as the paper's 0.997 at CIFAR's 391 steps per epoch (0.981 at 62).",
     rich_help_panel=METHOD)]
 EmaRamp = Annotated[Optional[float], typer.Option(
     "--ema-ramp", min=0.0, max=1.0, help="elr+: share of the training steps over which the EMA decay ramps up "
