@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from labelaudit.data.measures import N_MEASURES, image_measures
+from labelaudit.data.measures import COLOUR_SIZE, N_MEASURES, WORK_SIZE, measure_inputs, measures_from
 from labelaudit.errors import LabelAuditError
 
 UNREADABLE_IMAGE = "unreadable_image"
@@ -134,14 +134,18 @@ def decode_images(
     reasons: list[str | None] = [None] * n_images
 
     def decode_range(start: int, stop: int) -> int:
-        # Each task writes only its own rows of `images` and slots of `reasons`.
+        # Each task writes only its own rows of `images`, `measures` and slots of `reasons`.
+        probes = _MeasureInputs(stop - start) if measures is not None else None
         for i in range(start, stop):
             try:
-                images[i], measured = _decode(Path(paths[i]), size, max_pixels, measure=measures is not None)
-                if measures is not None:
-                    measures[i] = measured
+                images[i], probe = _decode(Path(paths[i]), size, max_pixels, measure=probes is not None)
+                if probes is not None:
+                    probes.put(i - start, probe)
             except ImageDecodeError as error:
                 reasons[i] = error.reason
+        if probes is not None and probes.decoded.any():
+            rows = np.flatnonzero(probes.decoded)
+            measures[start + rows] = measures_from(probes.grey[rows], probes.colour[rows], probes.sizes[rows])
         return stop - start
 
     chunk = max(1, min(_MAX_IMAGES_PER_TASK, math.ceil(n_images / (workers * 8))))
@@ -161,9 +165,24 @@ def decode_images(
     return images, reasons
 
 
+class _MeasureInputs:
+    """What the quality measures of a range of images are computed from, filled image by image."""
+
+    def __init__(self, n_images: int) -> None:
+        self.grey = np.zeros((n_images, WORK_SIZE, WORK_SIZE), dtype=np.uint8)
+        self.colour = np.zeros((n_images, COLOUR_SIZE, COLOUR_SIZE, 3), dtype=np.uint8)
+        self.sizes = np.zeros((n_images, 2), dtype=np.float32)
+        self.decoded = np.zeros(n_images, dtype=bool)
+
+    def put(self, index: int, probe: tuple[np.ndarray, np.ndarray, tuple[int, int]]) -> None:
+        self.grey[index], self.colour[index], self.sizes[index] = probe
+        self.decoded[index] = True
+
+
 def _decode(path: Path, size: int, max_pixels: int | None, *,
-            measure: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """The ``(size, size, 3)`` pixels and, with ``measure``, the raw quality measures."""
+            measure: bool = False) -> tuple[np.ndarray, tuple | None]:
+    """The ``(size, size, 3)`` pixels and, with ``measure``, what the quality measures are computed from
+    (:func:`labelaudit.data.measures.measure_inputs` and the original size as shown)."""
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -178,7 +197,7 @@ def _decode(path: Path, size: int, max_pixels: int | None, *,
                 return pixels, None
             if upright.size != image.size:  # EXIF turned the picture a quarter
                 width, height = height, width
-            return pixels, image_measures(rgb, (width, height))
+            return pixels, (*measure_inputs(rgb), (width, height))
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, MemoryError) as error:

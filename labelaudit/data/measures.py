@@ -34,7 +34,7 @@ from PIL import Image
 MEASURES_VERSION = 2
 #: side of the square every measure is taken at
 WORK_SIZE = 32
-_COLOUR_SIZE = 16
+COLOUR_SIZE = 16  # colour thumbnail side
 _LEVELS = np.arange(256, dtype=np.float64)
 MEASURE_NAMES = ("brightness", "brightness_p99", "brightness_p05", "sharpness", "entropy", "colourfulness",
                  "width", "height")
@@ -42,49 +42,79 @@ N_MEASURES = len(MEASURE_NAMES)
 _RESIZE_FILTER = Image.Resampling.BILINEAR
 
 
-def image_measures(rgb: Image.Image, original_size: tuple[int, int]) -> np.ndarray:
-    """The raw measures of one decoded picture.
+def measure_inputs(rgb: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """What the measures are computed from, taken from one decoded picture (cheap Pillow work, done by the
+    decode workers): its grey version at ``WORK_SIZE`` and a ``COLOUR_SIZE`` colour thumbnail.
+
+    Returns ``(WORK_SIZE, WORK_SIZE)`` uint8 and ``(COLOUR_SIZE, COLOUR_SIZE, 3)`` uint8.
+    """
+    grey = rgb.convert("L").resize((WORK_SIZE, WORK_SIZE), _RESIZE_FILTER, reducing_gap=3.0)
+    colour = rgb.resize((COLOUR_SIZE, COLOUR_SIZE), _RESIZE_FILTER, reducing_gap=3.0)
+    return np.asarray(grey, dtype=np.uint8), np.asarray(colour, dtype=np.uint8)
+
+
+def measures_from(grey: np.ndarray, colour: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The raw measures of B pictures at once (vectorised: the per-picture cost is Pillow's, not numpy's).
 
     Parameters
     ----------
-    rgb
-        The upright RGB picture (possibly decoded at a reduced JPEG scale).
-    original_size
-        ``(width, height)`` of the original as shown.
+    grey
+        ``(B, WORK_SIZE, WORK_SIZE)`` uint8 grey pictures (:func:`measure_inputs`).
+    colour
+        ``(B, c, c, 3)`` uint8 colour thumbnails.
+    sizes
+        ``(B, 2)`` original ``(width, height)`` as shown.
 
     Returns
     -------
     numpy.ndarray
-        Shape ``(N_MEASURES,)``, float32, in the order of ``MEASURE_NAMES``.
+        ``(B, N_MEASURES)`` float32 in the order of ``MEASURE_NAMES``.
     """
-    grey_image = rgb.convert("L").resize((WORK_SIZE, WORK_SIZE), _RESIZE_FILTER, reducing_gap=3.0)
-    histogram = np.asarray(grey_image.histogram(), dtype=np.float64)
-    n_pixels = histogram.sum()
-    shares = histogram / n_pixels
-    cumulative = np.cumsum(histogram)
-    p99 = float(np.searchsorted(cumulative, 0.99 * n_pixels))
-    p05 = float(np.searchsorted(cumulative, 0.05 * n_pixels))
-    present = shares[shares > 0]
-    entropy = float(-(present * np.log2(present)).sum())
-    mean = float(shares @ _LEVELS)
-    contrast = float(np.sqrt(max(shares @ np.square(_LEVELS - mean), 0.0)))
+    n_pictures = len(grey)
+    out = np.empty((n_pictures, N_MEASURES), dtype=np.float32)
+    if n_pictures == 0:
+        return out
+    flat = grey.reshape(n_pictures, -1).astype(np.int64)
+    n_pixels = flat.shape[1]
+    histograms = np.bincount((flat + 256 * np.arange(n_pictures)[:, None]).ravel(),
+                             minlength=256 * n_pictures).reshape(n_pictures, 256)
+    shares = histograms / n_pixels
+    cumulative = np.cumsum(histograms, axis=1)
+    p99 = (cumulative < 0.99 * n_pixels).sum(axis=1)  # first level whose cumulative count reaches 99%
+    p05 = (cumulative < 0.05 * n_pixels).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(shares > 0, shares * np.log2(shares), 0.0).sum(axis=1)
+    mean = shares @ _LEVELS
+    contrast = np.sqrt(np.maximum((shares * np.square(_LEVELS[None, :] - mean[:, None])).sum(axis=1), 0.0))
 
-    grey = np.asarray(grey_image, dtype=np.float32)
-    laplacian = 4.0 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    spread = float(np.sqrt(max(float(np.mean(np.square(laplacian))) - float(np.mean(laplacian)) ** 2, 0.0)))
-    sharpness = spread / contrast if contrast >= 1.0 else 0.0
+    g = grey.astype(np.float32)
+    laplacian = 4.0 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
+    spread = laplacian.reshape(n_pictures, -1).std(axis=1)
+    sharpness = np.where(contrast >= 1.0, spread / np.maximum(contrast, 1.0), 0.0)
 
-    # Colour needs no detail: a 16 x 16 thumbnail.
-    rgb_values = np.asarray(rgb.resize((_COLOUR_SIZE, _COLOUR_SIZE), _RESIZE_FILTER, reducing_gap=3.0),
-                            dtype=np.float32).reshape(-1, 3)
-    rg = rgb_values[:, 0] - rgb_values[:, 1]
-    yb = 0.5 * (rgb_values[:, 0] + rgb_values[:, 1]) - rgb_values[:, 2]
-    colourfulness = (np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())) / 255.0
+    c = colour.reshape(n_pictures, -1, 3).astype(np.float32)
+    rg = c[:, :, 0] - c[:, :, 1]
+    yb = 0.5 * (c[:, :, 0] + c[:, :, 1]) - c[:, :, 2]
+    colourfulness = (np.hypot(rg.std(axis=1), yb.std(axis=1)) + 0.3 * np.hypot(rg.mean(axis=1), yb.mean(axis=1)))
 
-    return np.array([
-        mean / 255.0, p99 / 255.0, p05 / 255.0, sharpness, entropy, colourfulness,
-        original_size[0], original_size[1],
-    ], dtype=np.float32)
+    out[:, 0] = mean / 255.0
+    out[:, 1] = p99 / 255.0
+    out[:, 2] = p05 / 255.0
+    out[:, 3] = sharpness
+    out[:, 4] = entropy
+    out[:, 5] = colourfulness / 255.0
+    out[:, 6:8] = sizes
+    return out
+
+
+def image_measures(rgb: Image.Image, original_size: tuple[int, int]) -> np.ndarray:
+    """The raw measures of one decoded picture: ``(N_MEASURES,)`` float32 (see :func:`measures_from`).
+
+    ``rgb``: the upright RGB picture (possibly decoded at a reduced JPEG scale); ``original_size``:
+    ``(width, height)`` of the original as shown.
+    """
+    grey, colour = measure_inputs(rgb)
+    return measures_from(grey[None], colour[None], np.array([original_size], dtype=np.float32))[0]
 
 
 def empty_measures(n_rows: int) -> np.ndarray:
