@@ -1,49 +1,46 @@
-"""Clean-test accuracy of every training method under planted label noise, side by side.
+"""Clean-test accuracy of every training method on real images (Fashion-MNIST) under planted label noise.
 
-For each noise setting (20% and 50% symmetric, 40% between look-alike pairs) this renders a dataset
-with ``sample_data/make.py`` (labelled training images plus a clean held-out test split), gives 5%
-of the training rows an expert label (their true label) for GLC, trains every method with
-``labelaudit.training.run_train`` and measures accuracy on the clean test images. The result is a
-Markdown table (printed, and written to ``--out``) with the exact command and settings.
+For each noise setting (20% and 50% symmetric, 40% between look-alike classes; planted by
+``benchmarks/fashion.py``, the same functions the detection benchmark uses) and each training-set size
+(2,000 and 8,000 rows of Fashion-MNIST's train split), it writes the rows as PNG files with their noisy
+labels, gives 5% of them an expert label (their true label) for GLC, trains every method with
+``labelaudit.training.run_train`` (what ``labelaudit train`` runs) and measures accuracy on clean held-out
+images of the test split. For the methods that estimate the noise transition matrix T (GLC's Ĉ,
+forward correction's anchor T̂, the noise adaptation layer's learned channel θ) it also reports the mean
+absolute difference per cell from the realised T (true label → given label on these rows).
 
-Why these defaults: on CPU, within ~25 minutes on 2 cores, the shapes need a few thousand images and
-many steps before a network learns them through 50% symmetric noise at all. Rendered at 32 px and
-seen at 16 px, test_resnet with 2,500 images and 60 epochs gets there (clean data: ~94% at 40 epochs);
-with 1,000 images at 32 px for 15–40 epochs every method stays near chance at 50% noise. Runs use
-one torch thread each and ``--jobs`` processes: on a busy shared machine two torch threads per
-process were many times slower than one.
+The Markdown report (printed, and rewritten to ``--out`` after every run, so a partial report exists
+while it runs) holds the exact command and settings. Runs use one torch thread each, one after another.
 
-    python benchmarks/methods.py                       # the full benchmark (about 25 min on 2 cores)
-    python benchmarks/methods.py --methods ce,elr --settings sym50 --epochs 5   # a quick look
+Why these defaults: the whole benchmark (36 trainings) has to finish within about 70 minutes on one
+thread of a shared 2-core machine. ``test_resnet`` at 28 px (Fashion-MNIST's own size) is about 3× faster
+than the tool's default resnet10t at 32 px; 2,000 rows train for the automatic number of epochs (about 800
+optimiser steps: 13 epochs), 8,000 rows for 3 epochs (750 steps; the automatic rule would give 10).
+
+    python benchmarks/methods.py                                   # the full benchmark (~60 min, 1 thread)
+    python benchmarks/methods.py --methods ce,nal --settings sym50 --sizes 2000   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
-
-from labelaudit.audit import DatasetSpec
-from labelaudit.data.dataset import load_labelled_images
-from labelaudit.train.loop import predict_proba
-from labelaudit.training import TrainSettings, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from sample_maker import load_maker  # noqa: E402
+from fashion import CLASSES, make_noisy_split  # noqa: E402
 
 METHODS = ("ce", "elr", "elr+", "forward", "nal", "glc")
+#: what each method's T estimate is called in the report
+T_ESTIMATES = {"glc": "Ĉ from trusted rows", "forward": "anchor T̂", "nal": "learned channel θ"}
 
 
 @dataclass(frozen=True)
@@ -54,12 +51,12 @@ class NoiseSetting:
 
     @property
     def title(self) -> str:
-        kind = "symmetric" if self.noise == "symmetric" else "pairs"
+        kind = "symmetric" if self.noise == "symmetric" else "look-alike"
         return f"{self.rate:.0%} {kind}"
 
 
 SETTINGS = {s.key: s for s in (NoiseSetting("sym20", "symmetric", 0.2), NoiseSetting("sym50", "symmetric", 0.5),
-                               NoiseSetting("pairs40", "pairs", 0.4))}
+                               NoiseSetting("look40", "lookalike", 0.4))}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,127 +67,168 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the Markdown report is written")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"any of {', '.join(SETTINGS)}")
-    parser.add_argument("--n-train", type=int, default=2500)
-    parser.add_argument("--n-test", type=int, default=400)
-    parser.add_argument("--size", type=int, default=32, help="pixel size the images are rendered at")
-    parser.add_argument("--image-size", type=int, default=16,
-                        help="size the models see (images are resized); 16 keeps the run within ~25 min on 2 cores")
+    parser.add_argument("--sizes", default="2000,8000", help="training-set sizes (rows)")
+    parser.add_argument("--epochs", default="auto,3",
+                        help="epochs per size, in the order of --sizes ('auto': the tool's ~800-step rule)")
+    parser.add_argument("--n-test", type=int, default=2000, help="clean held-out test images (Fashion-MNIST test split)")
+    parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--trusted-fraction", type=float, default=0.05)
     parser.add_argument("--model", default="test_resnet")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the tool's default")
+    parser.add_argument("--lr", type=float, default=None, help="default: the tool's default")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads per run; on a shared, busy machine 1 is many times faster than 2")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time, one process each")
+    parser.add_argument("--threads", type=int, default=1)
     return parser.parse_args(argv)
 
 
-def make_data(maker, setting: NoiseSetting, args: argparse.Namespace) -> Path:
-    """Render the dataset of ``setting`` and write gold.csv: true labels of a random share of the training rows."""
-    root = args.work / setting.key
-    n_images = args.n_train + args.n_test
-    maker.make_dataset(root, n_images=n_images, size=args.size, noise=setting.noise, noise_rate=setting.rate,
-                       seed=args.seed, test_fraction=args.n_test / n_images)
-    truth = pd.read_csv(root / "truth.csv")
-    rng = np.random.default_rng([args.seed, 5])
-    chosen = np.sort(rng.choice(len(truth), size=int(round(args.trusted_fraction * len(truth))), replace=False))
-    truth.iloc[chosen].to_csv(root / "gold.csv", index=False)
-    return root
+def realised_t(true: np.ndarray, noisy: np.ndarray, classes: list[str]) -> np.ndarray:
+    """(K, K) realised T in the order of ``classes`` (the trained model's class order)."""
+    from labelaudit.core.transition import realised_transition
+
+    position = np.array([classes.index(name) for name in CLASSES])
+    return realised_transition(position[true], position[noisy], n_classes=len(classes))
 
 
-def clean_test_accuracy(method, root: Path, classes: list[str], config) -> float:
-    test = load_labelled_images(root / "images", root / "test.csv", image_size=config.image_size, classes=classes)
-    probs = predict_proba(method, test.images, config)
-    return float(np.mean(probs.argmax(axis=1) == test.labels))
+def estimated_t(name: str, method) -> np.ndarray | None:
+    if name == "glc":
+        return method.corruption_matrix().detach().cpu().numpy().astype(np.float64)
+    if name in ("forward", "nal"):
+        return method.transition()
+    return None
 
 
-def train_and_score(name: str, setting_key: str, root: Path, work: Path, overrides: dict, threads: int) -> tuple:
-    """One (method, noise setting) run; a separate process when --jobs > 1. Returns (accuracy, seconds)."""
-    torch.set_num_threads(threads)
+def train_and_score(name: str, root: Path, run_dir: Path, overrides: dict, split) -> dict:
+    """One (method, dataset) run: accuracy on the clean test rows, seconds, T error where the method has a T."""
+    from labelaudit.audit import DatasetSpec
+    from labelaudit.data.dataset import load_labelled_images
+    from labelaudit.train.loop import predict_proba
+    from labelaudit.training import TrainSettings, run_train
+
     started = time.perf_counter()
     result = run_train(TrainSettings(
-        out=work / setting_key / f"run-{name.replace('+', 'plus')}",
-        dataset=DatasetSpec(images=root / "images", labels_csv=root / "labels.csv"),
-        method=name, trusted=root / "gold.csv" if name == "glc" else None,
-        train_overrides=overrides, force=True,
+        out=run_dir, dataset=DatasetSpec(images=root / "images", labels_csv=root / "labels.csv"),
+        method=name, trusted=root / "gold.csv" if name == "glc" else None, train_overrides=overrides, force=True,
     ))
-    accuracy = clean_test_accuracy(result.method, root, result.classes, result.config)
-    return accuracy, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    test = load_labelled_images(root / "images", root / "test.csv", image_size=result.config.image_size,
+                                classes=result.classes)
+    accuracy = float(np.mean(predict_proba(result.method, test.images, result.config).argmax(axis=1) == test.labels))
+    estimate = estimated_t(name, result.method)
+    t_error = None if estimate is None else float(np.mean(np.abs(estimate - realised_t(split.true, split.noisy,
+                                                                                         result.classes))))
+    return {"accuracy": accuracy, "seconds": seconds, "t_error": t_error}
 
 
 def run(args: argparse.Namespace) -> str:
+    import torch
+
+    torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     settings = [SETTINGS[key.strip()] for key in args.settings.split(",") if key.strip()]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    epochs = [None if e.strip() == "auto" else int(e) for e in args.epochs.split(",")]
+    if len(epochs) != len(sizes):
+        raise SystemExit("--epochs needs one value per --sizes entry")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"unknown methods: {', '.join(unknown)}")
-    maker = load_maker()
-    overrides = {"model": args.model, "image_size": args.image_size, "epochs": args.epochs,
-                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "device": "cpu"}
+    results: dict[tuple[str, str, int], dict] = {}
+    noise_realised: dict[tuple[str, int], float] = {}
+    epochs_used: dict[int, int] = {}
     started = time.perf_counter()
-    roots, noise_realised = {}, {}
-    for setting in settings:
-        roots[setting.key] = make_data(maker, setting, args)
-        labels, truth = pd.read_csv(roots[setting.key] / "labels.csv"), pd.read_csv(roots[setting.key] / "truth.csv")
-        noise_realised[setting.key] = float(np.mean(labels["label"] != truth["label"]))
-    # Slowest first, so parallel workers finish together.
-    cost = {"elr+": 2.5, "forward": 2.0, "nal": 2.0, "glc": 2.0}
-    runs = sorted(((name, s.key) for s in settings for name in methods), key=lambda run: -cost.get(run[0], 1.0))
-    accuracy: dict[tuple[str, str], float] = {}
-    seconds: dict[tuple[str, str], float] = {}
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(train_and_score, name, key, roots[key], args.work, overrides, args.threads): (name, key)
-                   for name, key in runs}
-        for future in as_completed(futures):
-            name, key = futures[future]
-            accuracy[name, key], seconds[name, key] = future.result()
-            print(f"{SETTINGS[key].title:>13}  {name:<8} clean-test accuracy {accuracy[name, key]:.3f}  "
-                  f"({seconds[name, key]:.0f} s)", file=sys.stderr, flush=True)
-    total = time.perf_counter() - started
-    return report(args, methods, settings, accuracy, seconds, noise_realised, total)
+    text = ""
+    for size, size_epochs in zip(sizes, epochs):
+        for setting in settings:
+            split = make_noisy_split(n_train=size, noise=setting.noise, rate=setting.rate, seed=args.seed)
+            root = split.write(args.work / f"{setting.key}-{size}", gold_fraction=args.trusted_fraction,
+                               n_test=args.n_test)
+            noise_realised[setting.key, size] = float(np.mean(split.is_error))
+            overrides = {"model": args.model, "image_size": args.image_size, "epochs": size_epochs,
+                         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "device": "cpu"}
+            for name in methods:
+                run_dir = args.work / f"{setting.key}-{size}" / f"run-{name.replace('+', 'plus')}"
+                row = train_and_score(name, root, run_dir, overrides, split)
+                results[name, setting.key, size] = row
+                from labelaudit.train.config import TrainConfig
+
+                config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+                epochs_used[size] = config.epochs_for(size)
+                t_text = "" if row["t_error"] is None else f"  T error {row['t_error']:.3f}"
+                print(f"{size:>5} rows {setting.title:>14}  {name:<8} clean-test accuracy {row['accuracy']:.3f}"
+                      f"  ({row['seconds']:.0f} s){t_text}", file=sys.stderr, flush=True)
+                text = report(args, methods, settings, sizes, epochs_used, results, noise_realised,
+                              time.perf_counter() - started)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(text, encoding="utf-8")
+    return text
 
 
-def report(args, methods, settings, accuracy, seconds, noise_realised, total) -> str:
+def report(args, methods, settings, sizes, epochs_used, results, noise_realised, total) -> str:
+    from labelaudit.train.config import TrainConfig
+
+    defaults = TrainConfig()
+    batch_size = args.batch_size or defaults.batch_size
+    lr = args.lr or defaults.lr
     command = "python benchmarks/methods.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    header = "| method | " + " | ".join(f"{s.title} noise" for s in settings) + " | run time (s) |"
+    columns = [(s, size) for size in sizes for s in settings]
     lines = [
-        "# Clean-test accuracy by training method",
+        "# Clean-test accuracy by training method (Fashion-MNIST)",
         "",
         f"Command: `{command.strip()}`",
         "",
-        f"Data: `sample_data/make.py`, 8 classes, {args.n_train} training images and {args.n_test} clean held-out "
-        f"test images at {args.size} px per setting (seed {args.seed}); realised training-label noise "
-        + ", ".join(f"{s.title}: {noise_realised[s.key]:.1%}" for s in settings)
-        + f". GLC gets the true labels of a random {args.trusted_fraction:.0%} of the training rows.",
+        f"Data: random rows of Fashion-MNIST's train split (seed {args.seed}) with planted noise "
+        "(`benchmarks/fashion.py`); realised share of wrong labels "
+        + ", ".join(f"{s.title} at {size:,}: {noise_realised[s.key, size]:.1%}"
+                    for s, size in columns if (s.key, size) in noise_realised)
+        + f". Accuracy on the first {args.n_test:,} (clean) images of the test split. GLC gets the true labels "
+        f"of a random {args.trusted_fraction:.0%} of the training rows.",
         "",
-        f"Training: {args.model} on images resized to {args.image_size} px, {args.epochs} epochs, "
-        f"batch {args.batch_size}, SGD lr {args.lr} (cosine), "
-        f"momentum 0.9, weight decay 1e-3, crop+flip, CPU ({args.jobs} runs at a time, {args.threads} "
-        f"torch thread(s) each, {platform.machine()}, {os.cpu_count()} cores); every method with its default options. "
-        f"forward, nal and glc train a cross-entropy model first (same settings).",
+        f"Training: {args.model} at {args.image_size} px, "
+        + ", ".join(f"{size:,} rows {epochs_used[size]} epochs" for size in sizes if size in epochs_used)
+        + f", batch {batch_size}, SGD lr {lr} (cosine), momentum 0.9, weight decay {defaults.weight_decay:g}, "
+        f"crop+flip, CPU, {args.threads} torch thread(s), one run at a time ({platform.machine()}, "
+        f"{os.cpu_count()} cores, shared); every method with its default options. forward, glc and nal train "
+        "a cross-entropy model first (nal: for part of the steps, see docs/commands/train.md).",
         "",
-        header,
-        "|" + "---|" * (len(settings) + 2),
+        "Clean-test accuracy:",
+        "",
+        "| method | " + " | ".join(f"{s.title}, {size:,}" for s, size in columns) + " | seconds |",
+        "|" + "---|" * (len(columns) + 2),
     ]
     for name in methods:
-        cells = [f"{accuracy[name, s.key]:.1%}" for s in settings]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sum(seconds[name, s.key] for s in settings):.0f} |")
-    if "ce" in methods and "elr" in methods:
-        gaps = ", ".join(f"{s.title}: {100 * (accuracy['elr', s.key] - accuracy['ce', s.key]):+.1f}"
-                         for s in settings)
-        lines += ["", f"ELR − CE (points): {gaps}."]
+        cells, seconds = [], 0.0
+        for s, size in columns:
+            row = results.get((name, s.key, size))
+            cells.append("" if row is None else f"{row['accuracy']:.1%}")
+            seconds += 0.0 if row is None else row["seconds"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+    t_methods = [name for name in methods if name in T_ESTIMATES]
+    if t_methods:
+        lines += ["", "Mean absolute difference per cell between the estimated and the realised T "
+                      "(smaller is better; 10 classes):", "",
+                  "| estimate | " + " | ".join(f"{s.title}, {size:,}" for s, size in columns) + " |",
+                  "|" + "---|" * (len(columns) + 1)]
+        for name in t_methods:
+            cells = []
+            for s, size in columns:
+                row = results.get((name, s.key, size))
+                cells.append("" if row is None or row["t_error"] is None else f"{row['t_error']:.3f}")
+            lines.append(f"| {name}: {T_ESTIMATES[name]} | " + " | ".join(cells) + " |")
+    if "ce" in methods:
+        below = []
+        for name in methods:
+            for s, size in columns:
+                row, ce = results.get((name, s.key, size)), results.get(("ce", s.key, size))
+                if name != "ce" and row is not None and ce is not None and row["accuracy"] < ce["accuracy"]:
+                    below.append(f"{name} at {s.title}, {size:,} ({100 * (row['accuracy'] - ce['accuracy']):+.1f})")
+        lines += ["", "Below cross-entropy (points): " + (", ".join(below) if below else "none") + "."]
     lines += ["", f"Total run time {total / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    text = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(text)
+    print(run(args))
     return 0
 
 
