@@ -5,7 +5,7 @@ with a ``split`` column (train 80% / val 10% / test 10%) and truth.csv (what was
 With ``m = max(5, n/100)``, it plants, each on rows of its own:
 
 * ``exact``: m pictures stored twice, byte for byte, the copy under a *different* label;
-* ``near``: m pictures each copied as a JPEG re-encode (quality 75), as a 36-px resize and as a 2-px crop
+* ``near``: m pictures each copied as a JPEG re-encode (quality 75), as a 36-px resize and as a 1-px crop (each side)
   resized back (3m copies; same label, same split);
 * ``leak``: m training pictures copied byte for byte into val or test (same label);
 * ``dark`` (pixels × 0.25), ``bright`` (pixels × 1.6 + 150, clipped: overexposed), ``blurry`` (Gaussian
@@ -17,6 +17,8 @@ Every tool sees the same folder once. A row counts as found for a kind when the 
 flag for that kind (table below); precision for a kind is the flagged rows of that kind over the flagged
 rows that are of that kind *or planted with nothing*, so a duplicate flag on an exact copy is neither
 right nor wrong when measuring near copies. Both members of a planted pair are truth (original and copy).
+"pairs found" rows: the share of planted (original, copy) pairs that the tool puts in one duplicate set,
+per kind of copy (the near copies split by variant).
 The pool of Fashion-MNIST images is deduplicated by pixels first, so the only copies are the planted ones.
 
 =========  ==================================  ==================================  ==============================
@@ -156,7 +158,7 @@ def build(out: Path, n: int, seed: int) -> pd.DataFrame:
                 add(f"img_{i:05d}_resize.png", picture.resize((36, 36), Image.BICUBIC), int(labels[row]),
                     str(split[i]), "near", i)
             else:
-                add(f"img_{i:05d}_crop.png", picture.crop((2, 2, 26, 26)).resize((28, 28), Image.BICUBIC),
+                add(f"img_{i:05d}_crop.png", picture.crop((1, 1, 27, 27)).resize((28, 28), Image.BICUBIC),
                     int(labels[row]), str(split[i]), "near", i)
     for j, pixels in enumerate(_ood_images(m, rng)):
         add(f"ood_{j:04d}.png", Image.fromarray(pixels), int(rng.integers(len(CLASSES))),
@@ -214,13 +216,17 @@ def run_labelaudit(root: Path, truth: pd.DataFrame, work: Path, threads: int, ex
         return samples[name].fillna(False).to_numpy(dtype=bool) if name in samples else None
 
     flags["exact"] = flags["near"] = column("is_duplicate")
+    sets = None
+    if "duplicate_set" in samples:
+        ids = samples["duplicate_set"].to_numpy(dtype="float64")
+        sets = [list(np.flatnonzero(ids == value)) for value in np.unique(ids[~np.isnan(ids)])]
     flags["leak"] = column("is_leak") if split else None
     flags["ood"] = column("is_outlier")
     if "quality_issues" in samples:
         issues = samples["quality_issues"].apply(lambda v: set() if v is None else set(v))
         for kind in ("dark", "bright", "blurry"):
             flags[kind] = issues.apply(lambda s, k=kind: k in s).to_numpy()
-    return {"flags": flags, "seconds": seconds, "run": run}
+    return {"flags": flags, "seconds": seconds, "run": run, "sets": sets}
 
 
 def run_cleanvision(root: Path, truth: pd.DataFrame) -> dict:
@@ -242,7 +248,7 @@ def run_cleanvision(root: Path, truth: pd.DataFrame) -> dict:
              "dark": issues["is_dark_issue"].to_numpy(dtype=bool),
              "bright": issues["is_light_issue"].to_numpy(dtype=bool),
              "blurry": issues["is_blurry_issue"].to_numpy(dtype=bool)}
-    return {"flags": flags, "seconds": seconds}
+    return {"flags": flags, "seconds": seconds, "sets": sets}
 
 
 def out_of_fold_logistic(features: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -275,7 +281,7 @@ def run_datalab(truth: pd.DataFrame, features: np.ndarray, pred_probs: np.ndarra
     dup = near["is_near_duplicate_issue"].to_numpy(dtype=bool)
     flags = {"exact": dup, "near": dup, "leak": _leaks_from_sets(sets, truth["split"].to_numpy()),
              "ood": outliers["is_outlier_issue"].to_numpy(dtype=bool)}
-    return {"flags": flags, "seconds": seconds}
+    return {"flags": flags, "seconds": seconds, "sets": sets}
 
 
 def find_embeddings(run: Path, n: int) -> np.ndarray | None:
@@ -306,7 +312,29 @@ def _cell(precision: float, recall: float) -> str:
     return ("n/a" if precision != precision else f"{precision:.2f}") + f" / {recall:.2f}"  # n/a: nothing flagged
 
 
-def print_table(results: dict[str, dict], truth: dict[str, np.ndarray]) -> None:
+def planted_pairs(truth_frame: pd.DataFrame) -> dict[str, list[tuple[int, int]]]:
+    """(original row, copy row) per kind of copy: exact, leak, and the near copies by variant."""
+    position = {p: i for i, p in enumerate(truth_frame["path"])}
+    pairs: dict[str, list[tuple[int, int]]] = {name: [] for name in ("exact", "leak", "jpeg", "resize", "crop")}
+    for path, kind, group in truth_frame[["path", "kind", "group"]].itertuples(index=False):
+        original = f"img_{group:05d}.png"
+        if kind in DUPLICATE_KINDS and path != original:
+            variant = kind if kind != "near" else path.rsplit("_", 1)[1].split(".")[0]
+            pairs[variant].append((position[original], position[path]))
+    return pairs
+
+
+def pair_recall(sets: list[list[int]] | None, pairs: list[tuple[int, int]]) -> float | None:
+    if sets is None:
+        return None
+    set_of = {}
+    for number, members in enumerate(sets):
+        for member in members:
+            set_of.setdefault(int(member), set()).add(number)
+    return float(np.mean([bool(set_of.get(a, set()) & set_of.get(b, set())) for a, b in pairs]))
+
+
+def print_table(results: dict[str, dict], truth: dict[str, np.ndarray], pairs: dict[str, list]) -> None:
     names = list(results)
     print()
     print("| kind (rows) | " + " | ".join(f"{name} P / R" for name in names) + " |")
@@ -322,6 +350,12 @@ def print_table(results: dict[str, dict], truth: dict[str, np.ndarray]) -> None:
             cells.append(NOT_COMPUTED if pr is None and name == "labelaudit" else
                          "—" if pr is None else _cell(*pr))
         print(f"| {kind} ({int(truth[kind].sum())}) | " + " | ".join(cells) + " |")
+    for variant, planted in pairs.items():
+        cells = []
+        for name in names:
+            recall = None if "error" in results[name] else pair_recall(results[name].get("sets"), planted)
+            cells.append((NOT_COMPUTED if name == "labelaudit" else "—") if recall is None else f"{recall:.2f}")
+        print(f"| pairs found: {variant} ({len(planted)}) | " + " | ".join(cells) + " |")
     cells = [results[name].get("error", "") and "failed" or f"{results[name]['seconds']:.1f}" for name in names]
     print("| seconds | " + " | ".join(cells) + " |")
     for name in names:
@@ -385,7 +419,7 @@ def main() -> None:
         embeddings = find_embeddings(run, len(truth_frame)) if args.datalab_embeddings and run else None
         if embeddings is not None:
             results["datalab (labelaudit embeddings)"] = run_datalab(truth_frame, embeddings, pred_probs)
-    print_table(results, truth)
+    print_table(results, truth, planted_pairs(truth_frame))
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -19,7 +19,7 @@ of the rows planted as near copies (cosine ≈ 0.99) of other rows. Recall@10 is
 against the exact search of those rows; "copies" is the share of planted copies found as first neighbour.
 ``--real`` adds Fashion-MNIST's 70,000 images as 784-d pixel vectors (real structure, no planted copies).
 
-The brute-force backends above 100k rows (faiss-flat from 100k) search a slice of the rows against all
+The brute-force backends above 100k rows (faiss-flat from 70k) search a slice of the rows against all
 rows and extrapolate linearly to every row (their cost per row is fixed); the line says so.
 
     OMP_NUM_THREADS=1 python benchmarks/neighbors.py                     # all sizes, all installed backends
@@ -178,7 +178,7 @@ def run_one(backend: str, size: int, slice_rows: int, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--real", action="store_true", help="also Fashion-MNIST pixels (70,000 × 784)")
     parser.add_argument("--threads", type=int, default=1)
@@ -202,8 +202,8 @@ def main() -> None:
             # the brute-force kinds cost the same per row: time a slice first when the whole may be too long
             if backend.startswith("numpy-") and backend != "numpy-ivf" and size > 100_000:
                 slice_rows = 2000
-            elif backend == "faiss-flat" and size >= 100_000:  # 3-5x slower than numpy-exact at 10k-20k rows
-                slice_rows = max(2000, size // 50)
+            elif backend == "faiss-flat" and (size >= 100_000 or size == 0):  # 3-5x slower than numpy-exact
+                slice_rows = 2000
             elif backend == "hnswlib" and size > 100_000 and not args.hnsw_1m:
                 print(f"{name:>18} {backend:>13}  skipped: a single-threaded build of 1M rows takes well over "
                       f"the run's budget (--hnsw-1m runs it)", flush=True)
