@@ -195,6 +195,7 @@ def run_scan(settings: ScanSettings, *, progress: ProgressReporter | None = None
                             model_dir=model_dir, history=trained.history)
     summary.update(trained.extra)
     summary["noise_structure"] = {"concentrated": verdicts.structure.concentrated, "ranked_by": verdicts.ranked_by,
+                                  "concentration_weight": round(verdicts.concentration, 3),
                                   "reason": verdicts.structure.reason}
     trust = reliability(data.labels, trained.pred_probs, summary["estimated_error_rate"], self_check=self_check,
                         held_out=settings.folds > 1)
@@ -308,16 +309,17 @@ def run_self_check(data: LabelledImages, settings: ScanSettings, progress: Progr
     other class, when it reads the noise as symmetric; on rows drawn by how much the model hesitates, half
     the estimated T and half the model's own confusion for the image, when it reads it as concentrated
     (look-alike and instance-dependent errors sit on ambiguous images). Audit that copy the same way and
-    measure how the planted flips are found."""
+    measure how the planted flips are found. Mixed noise is planted as the kind whose verdicts weigh more."""
     believed_correct = ~verdicts.scores.is_issue
-    if verdicts.structure.concentrated:
+    concentrated = verdicts.concentration >= 0.5
+    if concentrated:
         structure, confusion_share = transition, 0.5
     else:
         n_classes = len(data.classes)
         structure, confusion_share = np.full((n_classes, n_classes), 1.0 / n_classes), 0.0
     planted_labels, planted = plant_flips(data.labels, trained.pred_probs, structure, believed_correct,
                                           confusion_share=confusion_share,
-                                          confusable_rows=verdicts.structure.concentrated,
+                                          confusable_rows=concentrated,
                                           seed=settings.train.seed + 1)
     copy = replace(data, labels=planted_labels)
     again = train_and_score_inputs(copy, settings, progress)

@@ -9,8 +9,10 @@ from labelaudit.core.metrics import average_precision, expected_calibration_erro
 from labelaudit.core.scoring import suspicion_rank
 from labelaudit.core.selfcheck import SelfCheck, plant_flips, planted_flip_metrics, reliability
 from labelaudit.core.transition import smoothed_confident_joint_transition
+from labelaudit.core.scoring import error_probability, self_confidence
+from labelaudit.core.transition import confident_joint
 from labelaudit.core.verdicts import (
-    calibrate_to_total, flag_top_estimated, suggested_labels, symmetric_error_count,
+    calibrate_to_total, concentration_weight, flag_top_estimated, suggested_labels, symmetric_error_count,
 )
 from labelaudit.report.tables import audit_scores
 
@@ -196,3 +198,47 @@ def test_plant_flips_on_confusable_rows_prefers_images_the_model_hesitates_on():
                                 confusable_rows=True)
     assert np.mean(hesitant[uniform_rows]) < 0.35
     assert np.mean(hesitant[confusable]) > 0.8
+
+
+def test_concentration_weight_rises_linearly_from_the_structure_threshold():
+    assert concentration_weight(0.9, False, low=0.35) == 0.0  # not called concentrated: symmetric verdicts
+    assert concentration_weight(0.35, True, low=0.35) == 0.0  # continuous at the threshold
+    assert concentration_weight(0.5, True, low=0.35, high=0.65) == pytest.approx(0.5)
+    assert concentration_weight(0.65, True, low=0.35, high=0.65) == 1.0
+    assert concentration_weight(0.9, True, low=0.35, high=0.65) == 1.0
+
+
+def mixed_noise(pair_share: float, n: int = 4000, k: int = 6, seed: int = 0):
+    """20% label noise, ``pair_share`` of it to a fixed partner class, the rest to a uniform other class."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    partner = np.array([1, 0, 3, 2, 5, 4])
+    other = (true + rng.integers(1, k, n)) % k
+    to_partner = rng.random(n) < pair_share
+    noisy = np.where(rng.random(n) < 0.2, np.where(to_partner, partner[true], other), true)
+    logits = rng.normal(0.0, 1.0, (n, k))
+    logits[np.arange(n), true] += 4.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return true, noisy, probs
+
+
+def test_audit_scores_on_mixed_noise_lie_between_the_two_rules():
+    true, noisy, probs = mixed_noise(pair_share=0.5)
+    transition = smoothed_confident_joint_transition(noisy, probs)
+    verdicts = audit_scores(noisy, probs, transition)
+    assert 0.0 < verdicts.concentration < 1.0
+    assert "self-confidence +" in verdicts.ranked_by and "T-posterior" in verdicts.ranked_by
+    symmetric_count = symmetric_error_count(confident_joint(noisy, probs, n_classes=6))
+    posterior_count = error_probability(noisy, probs, transition).sum()
+    assert min(symmetric_count, posterior_count) < verdicts.n_errors < max(symmetric_count, posterior_count)
+    assert verdicts.scores.is_issue.sum() == round(verdicts.n_errors)
+    is_error = true != noisy
+    both = average_precision(is_error, verdicts.scores.error_probability)
+    assert both >= min(average_precision(is_error, 1 - self_confidence(noisy, probs)),
+                       average_precision(is_error, error_probability(noisy, probs, transition))) - 0.01
+
+
+@pytest.mark.parametrize("pair_share, weight", [(0.3, 0.0), (0.7, 1.0)])
+def test_audit_scores_on_nearly_pure_noise_use_one_rule(pair_share, weight):
+    true, noisy, probs = mixed_noise(pair_share=pair_share)
+    assert audit_scores(noisy, probs, smoothed_confident_joint_transition(noisy, probs)).concentration == weight

@@ -17,6 +17,11 @@ import numpy as np
 from .scoring import _labels_and_probs
 
 _LOGIT_CLIP = 1e-6
+#: the noise structure's excess at and above which the verdicts are wholly the concentrated-noise ones; from
+#: the structure test's threshold up to here they move linearly from the symmetric-noise ones (measured on
+#: Fashion-MNIST: symmetric noise 0.09, half look-alike and half symmetric 0.34–0.38, look-alike and
+#: instance-dependent noise 0.66–0.68; docs/how-it-scores.md)
+FULLY_CONCENTRATED_EXCESS = 0.65
 #: rows of the joint with fewer off-diagonal counts per cell keep their whole off-diagonal mass
 MIN_COUNTS_PER_CELL = 3.0
 
@@ -102,6 +107,20 @@ def symmetric_error_count(joint, *, n_draws: int = 400, seed: int = 0) -> float:
     whole = off_diagonal.sum(axis=1)
     too_few = whole < MIN_COUNTS_PER_CELL * n_cells  # a few counts per cell: the trimmed cells say nothing
     return float(np.where(too_few, whole, np.minimum(estimate, whole)).sum())
+
+
+def concentration_weight(excess: float, concentrated: bool, *, low: float,
+                         high: float = FULLY_CONCENTRATED_EXCESS) -> float:
+    """Weight w in [0, 1] of the concentrated-noise verdicts against the symmetric-noise ones.
+
+    0 when the structure test did not call the noise concentrated (``concentrated`` False, which needs
+    ``excess`` ≥ ``low``), then rising linearly with ``excess`` to 1 at ``high``. Mixed noise (part
+    symmetric, part between look-alike classes) lands between the two, where a hard switch would let a
+    difference of a few counts decide the whole ranking.
+    """
+    if not concentrated:
+        return 0.0
+    return float(np.clip((excess - low) / max(high - low, 1e-9), 0.0, 1.0))
 
 
 def calibrate_to_total(error_probability, total: float) -> np.ndarray:

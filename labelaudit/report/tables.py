@@ -14,9 +14,11 @@ from ..core.scoring import (
     self_confidence,
     suspicion_rank,
 )
-from ..core.noise_structure import NoiseStructure, confident_counts, noise_structure
+from ..core.noise_structure import MIN_EXCESS, NoiseStructure, confident_counts, noise_structure
 from ..core.transition import confident_joint
-from ..core.verdicts import calibrate_to_total, flag_top_estimated, suggested_labels, symmetric_error_count
+from ..core.verdicts import (
+    calibrate_to_total, concentration_weight, flag_top_estimated, suggested_labels, symmetric_error_count,
+)
 from .schema import AUDITED, DATA_ISSUE_COLUMNS, SAMPLES_COLUMNS
 
 #: a class with fewer rows than this share of the median class's is underrepresented
@@ -64,12 +66,14 @@ def score_rows(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarr
 @dataclass
 class AuditVerdicts:
     """What a scan claims: row scores, n̂ (the estimated number of wrong labels) and the noise structure
-    that chose how rows are ranked and counted."""
+    that chose how rows are ranked and counted (``concentration``: the weight w of the concentrated-noise
+    verdicts, :func:`~labelaudit.core.verdicts.concentration_weight`)."""
 
     scores: RowScores
     n_errors: float
     structure: NoiseStructure
     ranked_by: str
+    concentration: float
 
 
 def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.ndarray, *,
@@ -80,23 +84,28 @@ def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.nda
     The confident joint of ``clean_probs`` is tested for symmetric against concentrated noise
     (:func:`~labelaudit.core.noise_structure.noise_structure`). Concentrated noise: rows are ranked by the
     T-posterior error probability and n̂ is its sum. Symmetric noise: rows are ranked by
-    1 − p(given | x) and n̂ is :func:`~labelaudit.core.verdicts.symmetric_error_count` (the joint without the
-    model's own confusions). Each was measured the better of the two on that kind of noise (docs/benchmarks.md).
-    ``error_probability`` is the ranking score shifted on the logit scale to sum to n̂ (or ``n_errors`` when
-    given); the round(n̂) first rows in rank order are flagged; a flagged row's suggestion is its most
-    probable other label under the T-posterior.
+    1 − p(given | x) shifted on the logit scale to sum to n̂ = :func:`~labelaudit.core.verdicts.symmetric_error_count`
+    (the joint without the model's own confusions). Each was measured the better of the two on that kind of
+    noise (docs/benchmarks.md); between the two (mixed noise) the error probability is
+    (1 − w)·symmetric + w·concentrated with w = :func:`~labelaudit.core.verdicts.concentration_weight`, and n̂
+    is its sum. ``error_probability`` is shifted on the logit scale to sum to ``n_errors`` when given; the
+    round(n̂) first rows in rank order are flagged; a flagged row's suggestion is its most probable other label
+    under the T-posterior.
     """
     n_classes = clean_probs.shape[1]
     joint = confident_joint(labels, clean_probs, n_classes=n_classes) if len(labels) else np.zeros((n_classes,) * 2)
     counts = confident_counts(labels, clean_probs) if len(labels) else joint
     structure = noise_structure(counts, seed=seed)  # on whole rows, as ELR's probe reads it
     confidence = self_confidence(labels, clean_probs)
-    if structure.concentrated:
-        raw, ranked_by = error_probability(labels, clean_probs, transition), "T-posterior"
-        estimated = float(raw.sum())
-    else:
-        raw, ranked_by = 1.0 - confidence, "self-confidence"
-        estimated = symmetric_error_count(joint, seed=seed)
+    weight = concentration_weight(structure.excess, structure.concentrated, low=MIN_EXCESS)
+    raw = np.zeros(len(labels))
+    if weight < 1.0:
+        raw += (1.0 - weight) * calibrate_to_total(1.0 - confidence, symmetric_error_count(joint, seed=seed))
+    if weight > 0.0:
+        raw += weight * error_probability(labels, clean_probs, transition)
+    ranked_by = ("self-confidence" if weight == 0.0 else "T-posterior" if weight == 1.0
+                 else f"{1.0 - weight:.0%} self-confidence + {weight:.0%} T-posterior")
+    estimated = float(raw.sum())
     n_errors = estimated if n_errors is None else n_errors
     errors = calibrate_to_total(raw, n_errors)
     is_issue = flag_top_estimated(errors, int(round(n_errors)))
@@ -106,7 +115,7 @@ def audit_scores(labels: np.ndarray, clean_probs: np.ndarray, transition: np.nda
         error_probability=errors.astype(np.float32), suggested=suggested_labels(labels, posterior, is_issue),
         is_issue=is_issue, rank=suspicion_rank(errors).astype(np.int32),
     )
-    return AuditVerdicts(scores, float(n_errors), structure, ranked_by)
+    return AuditVerdicts(scores, float(n_errors), structure, ranked_by, weight)
 
 
 def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str], scores: RowScores,
