@@ -17,7 +17,7 @@ from . import options as opt
 from . import startup
 from .app import app
 from .console import stdout
-from .views import print_suspects
+from .views import data_issue_lines, print_suspects
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..report.views import RunView
@@ -107,6 +107,8 @@ def _print_summary(view: RunView) -> None:
                  f"(about {summary.get('estimated_errors', 0.0):.0f}); "
                  f"label health {summary.get('label_health', 1.0):.1%}; "
                  f"[bold]{summary.get('n_issues', 0)}[/] rows flagged as likely errors")
+    for line in data_issue_lines(summary):
+        stdout.print(line)
 
 
 def _classes_table(view: RunView) -> Table:
