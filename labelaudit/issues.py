@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core.duplicates import DuplicateSets, duplicate_sets, exact_pairs, near_pairs
+from .core.duplicates import DuplicateSets, cross_block_pairs, duplicate_sets, exact_pairs, near_pairs
 from .core.neighbors import nearest_neighbors
 from .core.outliers import flag_outliers, outlier_scores
 from .core.quality import QUALITY_ISSUES, QualityRules, quality_flags
@@ -36,8 +36,15 @@ from .report.schema import SAMPLES_COLUMNS
 #: Fashion-MNIST images with 30 JPEG re-encodes (quality 75) and 30 resized copies (28 -> 40 px): the
 #: copies met their originals at 0.9982 or more, the most similar two different images at 0.9949.
 NEAR_DUPLICATE_SIMILARITY = 0.997
-#: nearest neighbours per row for the near-duplicate and outlier checks
+#: a slightly cropped copy shows the middle of its original whole: its thumbnail is compared with thumbnails
+#: of the other rows' middles (these shares of width and height), and meets one at this similarity. Measured
+#: on 4,000 Fashion-MNIST images: copies cropped by 1 px (2 px) on each side of 28 and resized back met their
+#: original's 93% (86%) middle at 0.993 or more in 85% (78%) of cases; no two different images reached 0.9914.
+CROP_ZOOMS = (0.93, 0.86)
+CROP_SIMILARITY = 0.993
+#: nearest neighbours per row for the near-duplicate and outlier checks, and for the cropped-copy check
 NEIGHBOURS = 10
+CROP_NEIGHBOURS = 5
 _INT_MEASURES = ("width", "height")
 
 
@@ -47,6 +54,7 @@ class DataIssueSettings:
 
     split_column: str | None = None
     near_duplicate_similarity: float = NEAR_DUPLICATE_SIMILARITY
+    crop_similarity: float = CROP_SIMILARITY
     neighbours: int = NEIGHBOURS
     quality: QualityRules = field(default_factory=QualityRules)
 
@@ -110,9 +118,14 @@ def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_pro
     pairs = [domain_rows[exact_pairs(file_group[domain_rows])], row_index[exact_pairs(fingerprints)]]
     neighbours = None
     if len(row_index) > 1:
-        similarities, indices = nearest_neighbors(perceptual_vectors(data.images), settings.neighbours)
+        whole = perceptual_vectors(data.images)
+        similarities, indices = nearest_neighbors(whole, settings.neighbours)
         neighbours = (similarities, indices)
         pairs.append(row_index[near_pairs(similarities, indices, settings.near_duplicate_similarity)])
+        views = [whole] + [perceptual_vectors(data.images, zoom=zoom) for zoom in CROP_ZOOMS]
+        stacked_similarities, stacked_indices = nearest_neighbors(np.concatenate(views), CROP_NEIGHBOURS)
+        pairs.append(row_index[cross_block_pairs(stacked_similarities, stacked_indices, len(row_index),
+                                                 settings.crop_similarity)])
     exact_rows = np.unique(np.concatenate([p.ravel() for p in pairs[:2]]))
     labels = data.rows["given_label"].astype(object).to_numpy()
     sets = duplicate_sets(np.concatenate(pairs), labels, splits=splits)
@@ -130,9 +143,9 @@ def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_pro
         columns["is_leak"] = domain_column(sets.is_leak)
 
     summary: dict[str, Any] = {
-        "duplicates": {**sets.counts(), "exact_rows": int(np.isin(exact_rows, np.flatnonzero(sets.is_duplicate)).sum()),
-                       "near_duplicate_similarity": settings.near_duplicate_similarity
-                       if neighbours is not None else None},
+        "duplicates": {**sets.counts(), "exact_rows": int(len(exact_rows)),
+                       "near_duplicate_similarity": settings.near_duplicate_similarity if neighbours else None,
+                       "crop_similarity": settings.crop_similarity if neighbours else None},
         "split_column": settings.split_column,
     }
     if splits is not None:

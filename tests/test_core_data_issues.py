@@ -115,3 +115,23 @@ def test_rules_are_relative_to_the_dataset_and_skip_missing_rows():
     flags = quality_flags(values)
     assert not flags.flags.any()
     assert flags.thresholds["grayscale"] is None
+
+
+def test_a_slightly_cropped_copy_meets_the_middle_of_its_original():
+    from PIL import Image
+
+    from labelaudit.core.duplicates import cross_block_pairs
+
+    rng = np.random.default_rng(3)
+    # smooth pictures (blocks of 4 px, blurred by the resize) with a different layout each
+    pictures = [np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((4, 4, 1))).astype(np.uint8) for _ in range(40)]
+    cropped = np.asarray(Image.fromarray(pictures[0]).crop((1, 1, 31, 31)).resize((32, 32), Image.BILINEAR))
+    images = np.stack([*pictures, cropped])
+    whole = perceptual_vectors(images)
+    assert perceptual_vectors(images, zoom=1.0).tolist() == whole.tolist()
+    views = np.concatenate([whole, perceptual_vectors(images, zoom=0.93)])
+    similarities, indices = nearest_neighbors(views, 3)
+    pairs = cross_block_pairs(similarities, indices, len(images), 0.98)
+    assert pairs.tolist() == [[0, 40]]
+    # the whole-picture comparison alone does not see the crop as a copy
+    assert near_pairs(*nearest_neighbors(whole, 3), 0.98).tolist() == []

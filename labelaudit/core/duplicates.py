@@ -62,6 +62,35 @@ def near_pairs(similarities: np.ndarray, indices: np.ndarray, threshold: float) 
     return np.unique(pairs, axis=0)
 
 
+def cross_block_pairs(similarities: np.ndarray, indices: np.ndarray, n_rows: int, threshold: float) -> np.ndarray:
+    """Pairs of rows found by a neighbour search over stacked views of the same N rows, where block 0 (rows
+    ``0 .. N-1``) holds each row's whole picture and the later blocks other views of it (e.g. its centre):
+    a neighbour link between block 0 and a later block, at least ``threshold`` similar, pairs the two rows
+    (row index modulo N) unless it is a row and its own view. Links within one kind of block are ignored.
+
+    Parameters
+    ----------
+    similarities, indices
+        ``(B * N, k)`` neighbours of every stacked row (:func:`labelaudit.core.neighbors.nearest_neighbors`).
+    n_rows
+        N.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(P, 2)`` int64 pairs ``(i, j)``, ``i < j``, each once.
+    """
+    rows, slots = np.nonzero(np.asarray(similarities) >= threshold)
+    other = np.asarray(indices)[rows, slots]
+    whole_to_view = (rows < n_rows) != (other < n_rows)
+    a, b = rows[whole_to_view] % n_rows, other[whole_to_view] % n_rows
+    distinct = a != b
+    if not distinct.any():
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.sort(np.stack([a[distinct], b[distinct]], axis=1).astype(np.int64), axis=1)
+    return np.unique(pairs, axis=0)
+
+
 def connected_components(n_rows: int, pairs: np.ndarray) -> np.ndarray:
     """``(N,)`` int64 component of every row under the links ``pairs`` ``(P, 2)``: the smallest row
     index of its component (union-find with path halving; a row without links is its own component)."""

@@ -128,7 +128,7 @@ _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _PERCEPTUAL_BLOCK = 4096
 
 
-def perceptual_vectors(images: np.ndarray, side: int = PERCEPTUAL_SIDE) -> np.ndarray:
+def perceptual_vectors(images: np.ndarray, side: int = PERCEPTUAL_SIDE, *, zoom: float = 1.0) -> np.ndarray:
     """Grey ``side x side`` thumbnails of decoded images, each minus its own mean, as vectors.
 
     Their cosine similarity is close to 1 for two files of the same picture (a JPEG re-encode, a
@@ -142,6 +142,9 @@ def perceptual_vectors(images: np.ndarray, side: int = PERCEPTUAL_SIDE) -> np.nd
     side
         Thumbnail side; S must be a multiple of it or the thumbnails are made with Pillow's bilinear
         resize.
+    zoom
+        Share of the picture's width and height the thumbnail shows, centred: below 1, a thumbnail of the
+        middle of the picture, as a copy cropped by (1 - zoom) / 2 on each side would show it whole.
 
     Returns
     -------
@@ -154,7 +157,12 @@ def perceptual_vectors(images: np.ndarray, side: int = PERCEPTUAL_SIDE) -> np.nd
     for start in range(0, n_images, _PERCEPTUAL_BLOCK):
         block = np.asarray(images[start:start + _PERCEPTUAL_BLOCK])
         grey = block.astype(np.float32) @ _GREY_WEIGHTS
-        if size % side == 0:
+        if zoom != 1.0:
+            margin = size * (1.0 - zoom) / 2.0
+            box = (margin, margin, size - margin, size - margin)
+            small = np.stack([np.asarray(Image.fromarray(g).resize((side, side), _RESIZE_FILTER, box=box), np.float32)
+                              for g in grey])
+        elif size % side == 0:
             factor = size // side
             small = grey.reshape(len(block), side, factor, side, factor).mean(axis=(2, 4))
         else:
