@@ -170,3 +170,20 @@ def test_check_fails_on_leakage_and_on_duplicates(planted, batch):
     assert limit["value"] == 2 and limit["message"].startswith("2 rows in 1 duplicate sets within the batch")
     allowed = check(batch, "clean.csv", planted["run"], "--max-duplicates", "2", "--quiet")
     assert allowed.exit_code == 0, allowed.output
+
+
+def test_no_data_checks_leaves_the_columns_null(planted, tmp_path):
+    root, out = planted["root"], tmp_path / "plain"
+    base = ["scan", str(root / "images"), str(root / "labels.csv"), "-o", str(out), "--quiet", "--threads", "1",
+            *tiny_train_args(epochs=1)]
+    refused = runner.invoke(app, [*base, "--no-data-checks", "--split-column", "split"])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == "Error: --split-column needs the data checks; drop --no-data-checks"
+    result = runner.invoke(app, [*base, "--no-data-checks"])
+    assert result.exit_code == 0, result.output
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert samples["duplicate_set"].isna().all() and samples["quality_issues"].isna().all()
+    assert json.loads((out / "summary.json").read_text())["data_issues"] is None
+    export = runner.invoke(app, ["export", "--format", "data-issues-csv", "-o", str(out)])
+    assert export.exit_code == 2
+    assert "has no data-issue columns; scan again without --no-data-checks" in export.output
