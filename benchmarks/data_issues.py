@@ -15,8 +15,9 @@ With ``m = max(5, n/100)``, it plants, each on rows of its own:
 
 Every tool sees the same folder once. A row counts as found for a kind when the tool flags it with its
 flag for that kind (table below); precision for a kind is the flagged rows of that kind over the flagged
-rows that are of that kind *or planted with nothing*, so a duplicate flag on an exact copy is neither
-right nor wrong when measuring near copies. Both members of a planted pair are truth (original and copy).
+rows that are of that kind *or planted with nothing*, so a flag on a row planted with another issue is
+neither right nor wrong (a duplicate flag on an exact copy when measuring near copies, a blur flag on an
+upscaled copy or a 25-px face). Both members of a planted pair are truth (original and copy).
 "pairs found" rows: the share of planted (original, copy) pairs that the tool puts in one duplicate set,
 per kind of copy (the near copies split by variant).
 The pool of Fashion-MNIST images is deduplicated by pixels first, so the only copies are the planted ones.
@@ -298,10 +299,9 @@ def precision_recall(flags: np.ndarray | None, truth: dict[str, np.ndarray], kin
         return None
     relevant = truth[kind]
     planted_nothing = ~np.any([truth[k] for k in KINDS], axis=0)
-    if kind in DUPLICATE_KINDS:  # a duplicate flag on another kind of copy is neither right nor wrong here
-        counted = relevant | planted_nothing
-    else:
-        counted = relevant | ~truth[kind]
+    # a flag on a row planted with another issue is neither right nor wrong here: an exact copy is also a
+    # duplicate, an upscaled copy or a 25-px face is also blurry, a photo crop may also be dark
+    counted = relevant | planted_nothing
     found = flags & relevant
     flagged = flags & counted
     precision = found.sum() / flagged.sum() if flagged.sum() else float("nan")
