@@ -26,7 +26,7 @@ import pandas as pd
 from .core.duplicates import DuplicateSets, cross_block_pairs, duplicate_sets, exact_pairs, near_pairs
 from .core.neighbors import nearest_neighbors
 from .core.outliers import flag_outliers, outlier_scores
-from .core.quality import QUALITY_ISSUES, QualityRules, quality_flags
+from .core.quality import QualityRules, quality_flags
 from .data.dataset import LabelledImages
 from .data.measures import MEASURE_NAMES, perceptual_vectors
 from .errors import LabelAuditError
@@ -71,7 +71,7 @@ class DataIssues:
 
 def split_values(rows: pd.DataFrame, split_column: str) -> np.ndarray:
     """(len(rows),) object: each row's value in ``split_column`` (a CSV column, renamed ``csv_<name>``
-    by the data layer when it collides with a report column).
+    by the data layer when it collides with a report column), stripped; None for an empty cell.
 
     Raises
     ------
@@ -87,8 +87,8 @@ def split_values(rows: pd.DataFrame, split_column: str) -> np.ndarray:
         raise LabelAuditError(f"--split-column {split_column!r} is not a column of the CSV (its other columns: "
                               f"{listed})")
     values = rows[name].astype(object).to_numpy()
-    return np.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
-                     for v in values], dtype=object)
+    texts = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip() for v in values]
+    return np.array([text if text else None for text in texts], dtype=object)  # an empty cell: split unknown
 
 
 def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_probs: np.ndarray | None,
@@ -196,19 +196,3 @@ def _at_rows(n_rows: int, row_index: np.ndarray, values: np.ndarray) -> np.ndarr
                                         for v in values.tolist()])
     return out
 
-
-def issue_counts(summary: dict[str, Any]) -> dict[str, int]:
-    """Rows per issue type from a ``data_issues`` summary, for one-line views (absent types omitted)."""
-    counts: dict[str, int] = {}
-    duplicates = summary.get("duplicates") or {}
-    if duplicates:
-        counts["duplicates"] = int(duplicates.get("rows", 0))
-        counts["label_conflict_duplicates"] = int(duplicates.get("label_conflict_rows", 0))
-    if summary.get("leakage"):
-        counts["leaks"] = int(summary["leakage"]["rows"])
-    if summary.get("outliers"):
-        counts["outliers"] = int(summary["outliers"]["rows"])
-    if summary.get("quality"):
-        for name in QUALITY_ISSUES:
-            counts[name] = int(summary["quality"]["counts"].get(name, 0))
-    return counts

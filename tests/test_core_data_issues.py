@@ -44,6 +44,9 @@ def test_sets_spanning_splits_are_leaks():
     assert sets.is_leak.tolist() == [True, True, False, False, False]
     assert sets.set_id[0] == 1  # the leaking set before the other, same-size one
     assert sets.counts()["leak_sets"] == 1
+    # an unknown split (empty cell) never makes a leak
+    unknown = duplicate_sets(np.array([[0, 1]]), np.array(["a", "a"]), splits=np.array(["train", None], dtype=object))
+    assert not unknown.is_leak.any()
 
 
 def test_thumbnails_of_a_copy_meet_and_of_another_picture_do_not():

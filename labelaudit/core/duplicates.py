@@ -147,7 +147,8 @@ def duplicate_sets(pairs: np.ndarray, labels: np.ndarray, *, splits: np.ndarray 
     labels
         ``(N,)`` given label of every row (class indices or names).
     splits
-        ``(N,)`` split value of every row (e.g. train/val/test), or None.
+        ``(N,)`` split value of every row (e.g. train/val/test; None where unknown, which never makes a
+        leak), or None.
 
     Returns
     -------
@@ -168,7 +169,7 @@ def duplicate_sets(pairs: np.ndarray, labels: np.ndarray, *, splits: np.ndarray 
         members = order[bounds[r]:bounds[r + 1]]
         conflict_of_root[r] = len(set(labels[members].tolist())) > 1
         if split_values is not None:
-            leak_of_root[r] = len(set(split_values[members].tolist())) > 1
+            leak_of_root[r] = len({v for v in split_values[members].tolist() if v is not None}) > 1
     multi = np.flatnonzero(sizes > 1)
     ranked = sorted(multi, key=lambda r: (not conflict_of_root[r], not leak_of_root[r], -sizes[r], roots[r]))
     number = np.zeros(len(roots), dtype=np.int32)
