@@ -12,10 +12,11 @@ def brute_force(vectors, k):
     return np.take_along_axis(sims, order, axis=1), order
 
 
-@pytest.mark.parametrize(("n", "block_bytes"), [(50, 1), (50, 4 * 64 * 7), (50, 2**26), (1500, 4 * 1500 * 97), (1504, 2**26)])
+@pytest.mark.parametrize(("n", "block_bytes"), [(50, 1), (50, 4 * 64 * 7), (50, 2**26), (1500, 4 * 1500 * 97), (1504, 2**26),
+                                                 (1500, 4 * 256 * 300)])
 def test_matches_brute_force_on_random_data(n, block_bytes):
     # n >= 1500 takes the grouped selection (32 groups of 46 or 47 columns, 1500 leaves 28 outside them),
-    # n = 50 the plain partition
+    # n = 50 the plain partition; block_bytes below 256 whole rows tiles the columns (5 or 300 at a time)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(n, 12))
     sims, idx = nearest_neighbors(vectors, 5, block_bytes=block_bytes, reduce_dim=None)
