@@ -47,10 +47,11 @@ def normalize_rows(vectors) -> np.ndarray:
     x = np.array(vectors, dtype=np.float32, copy=True)
     if x.ndim != 2:
         raise ValueError(f"vectors must be 2-D (N, d), got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
+    # squared norms in float64 without an (N, d) temporary: nan or inf anywhere in a row shows up in its norm
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    if not np.all(np.isfinite(norms)):
         raise ValueError("vectors contain nan or inf")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, norms, out=x, where=norms > 0)
+    np.divide(x, norms[:, None].astype(np.float32), out=x, where=norms[:, None] > 0)
     return x
 
 
