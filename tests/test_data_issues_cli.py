@@ -153,7 +153,8 @@ def check(batch, csv_name, run, *options):
 
 
 def test_check_fails_on_leakage_and_on_duplicates(planted, batch):
-    leaky = check(batch, "leaky.csv", planted["run"], "--fail-on-leakage", "--json")
+    junit = batch / "leaky.xml"
+    leaky = check(batch, "leaky.csv", planted["run"], "--fail-on-leakage", "--json", "--junit", str(junit))
     assert leaky.exit_code == 1, leaky.output
     summary = json.loads(leaky.stdout)
     [limit] = summary["limits"]
@@ -161,6 +162,7 @@ def test_check_fails_on_leakage_and_on_duplicates(planted, batch):
     report = pd.read_parquet(batch / "leaky.csv.parquet").set_index("path")
     assert report.loc["from_training.png", "is_leak"] == True  # noqa: E712
     assert not report.drop(index="from_training.png")["is_leak"].any()
+    assert 'name="--fail-on-leakage"' in junit.read_text(encoding="utf-8")
 
     clean = check(batch, "clean.csv", planted["run"], "--fail-on-leakage", "--quiet")
     assert clean.exit_code == 0, clean.output

@@ -186,7 +186,8 @@ def markdown_summary(result: CheckResult, *, max_rows: int = 10) -> str:
     if result.limits:
         lines += ["| limit | result | outcome |", "|---|---|---|"]
         for limit in result.limits:
-            lines.append(f"| `{limit.option} {limit.limit:g}` | {'✅ pass' if limit.passed else '❌ fail'} "
+            setting = limit.option if limit.name == "leakage" else f"{limit.option} {limit.limit:g}"
+            lines.append(f"| `{setting}` | {'✅ pass' if limit.passed else '❌ fail'} "
                          f"| {_md(limit.message)} |")
         lines.append("")
     over = [c for c in result.classes if c.over_limit]

@@ -65,6 +65,8 @@ def write_junit(result: "CheckResult", path: str | Path) -> Path:
 
 
 def _case_name(limit) -> str:
+    if limit.name == "leakage":  # a switch, not a number
+        return limit.option
     if limit.name in ("max_error_rate", "max_class_error_rate"):
         return f"{limit.option} {limit.limit:g}"
     return f"{limit.option} {int(limit.limit)}"
