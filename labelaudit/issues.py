@@ -42,6 +42,9 @@ NEAR_DUPLICATE_SIMILARITY = 0.997
 #: original's 93% (86%) middle at 0.993 or more in 85% (78%) of cases; no two different images reached 0.9914.
 CROP_ZOOMS = (0.93, 0.86)
 CROP_SIMILARITY = 0.993
+#: the cropped-copy search compares three views of every row (nine times the work of one search): above
+#: this many rows it is skipped and summary.json says so
+CROP_SEARCH_MAX_ROWS = 100_000
 #: nearest neighbours per row for the near-duplicate and outlier checks, and for the cropped-copy check
 NEIGHBOURS = 10
 CROP_NEIGHBOURS = 5
@@ -116,16 +119,18 @@ def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_pro
 
     domain_rows = np.flatnonzero(in_domain)
     pairs = [domain_rows[exact_pairs(file_group[domain_rows])], row_index[exact_pairs(fingerprints)]]
-    neighbours = None
+    neighbours, crop_search = None, False
     if len(row_index) > 1:
         whole = perceptual_vectors(data.images)
         similarities, indices = nearest_neighbors(whole, settings.neighbours)
         neighbours = (similarities, indices)
         pairs.append(row_index[near_pairs(similarities, indices, settings.near_duplicate_similarity)])
-        views = [whole] + [perceptual_vectors(data.images, zoom=zoom) for zoom in CROP_ZOOMS]
-        stacked_similarities, stacked_indices = nearest_neighbors(np.concatenate(views), CROP_NEIGHBOURS)
-        pairs.append(row_index[cross_block_pairs(stacked_similarities, stacked_indices, len(row_index),
-                                                 settings.crop_similarity)])
+        crop_search = len(row_index) <= CROP_SEARCH_MAX_ROWS
+        if crop_search:
+            views = [whole] + [perceptual_vectors(data.images, zoom=zoom) for zoom in CROP_ZOOMS]
+            stacked_similarities, stacked_indices = nearest_neighbors(np.concatenate(views), CROP_NEIGHBOURS)
+            pairs.append(row_index[cross_block_pairs(stacked_similarities, stacked_indices, len(row_index),
+                                                     settings.crop_similarity)])
     exact_rows = np.unique(np.concatenate([p.ravel() for p in pairs[:2]]))
     labels = data.rows["given_label"].astype(object).to_numpy()
     sets = duplicate_sets(np.concatenate(pairs), labels, splits=splits)
@@ -145,7 +150,7 @@ def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_pro
     summary: dict[str, Any] = {
         "duplicates": {**sets.counts(), "exact_rows": int(len(exact_rows)),
                        "near_duplicate_similarity": settings.near_duplicate_similarity if neighbours else None,
-                       "crop_similarity": settings.crop_similarity if neighbours else None},
+                       "crop_similarity": settings.crop_similarity if neighbours and crop_search else None},
         "split_column": settings.split_column,
     }
     if splits is not None:
