@@ -43,8 +43,8 @@ def _quality_names(value: Any) -> list[str]:
 def data_issue_frame(samples: pd.DataFrame) -> pd.DataFrame:
     """The rows to drop or re-check, one line each, most certain problems first.
 
-    Columns ``path, given_label, action, reason, duplicate_set`` (and the CSV's split column values are not
-    known here, so the reason names the kept row instead). Rules:
+    Columns ``path, given_label, action, reason, duplicate_set``; a dropped row's reason names the row kept
+    in its place. Rules:
 
     * a duplicate set whose rows carry different labels: every row ``recheck`` (at least one label is wrong);
     * any other duplicate set: its first row in CSV order is kept, the others ``drop`` ("duplicate of …",
