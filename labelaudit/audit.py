@@ -35,7 +35,7 @@ from .report.tables import (
 )
 from .train import distributed
 from .train.checkpoint import save_model
-from .train.loop import ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
+from .train.loop import DEFAULT_LR, ProgressReporter, SilentProgress, TrainConfig, fit, predict_proba
 from .train.resume import (
     Checkpointing, FoldCheckpoint, FoldProgress, checkpoint_path, require_checkpoint, run_fingerprint,
 )
@@ -273,7 +273,8 @@ def out_of_fold_scores(data: LabelledImages, settings: ScanSettings, progress: P
     saved = None
     if checkpoint is not None and distributed.world_size() == 1:
         fingerprint = partial(run_fingerprint, checkpoint.inputs, method_name=settings.method,
-                              config=settings.train.to_dict(), images=data.images, labels=data.labels,
+                              config=settings.train.with_default_lr(DEFAULT_LR).to_dict(), images=data.images,
+                              labels=data.labels,
                               trusted=np.zeros(len(data.labels), bool), n_classes=n_classes)
         saved = FoldCheckpoint.open(checkpoint, fingerprint, assignment, n_classes)
     done = saved.progress if saved is not None else FoldProgress.empty(assignment, n_classes)

@@ -14,7 +14,9 @@ from labelaudit.cli.app import app
 from labelaudit.errors import LabelAuditError
 from labelaudit.methods.registry import create_method, method_names
 from labelaudit.train import device as device_module
-from labelaudit.train.config import AUTO_BATCH_CAP, DEFAULT_BATCH_SIZE, TrainConfig, parse_batch_size
+from labelaudit.train.config import (
+    AUTO_BATCH_CAP, AUTO_IMAGES, DEFAULT_BATCH_SIZE, MIN_AUTO_STEPS, TrainConfig, auto_epochs, parse_batch_size,
+)
 from labelaudit.train.device import Accelerator, probe_batch_size, resolve_batch_size
 from labelaudit.train.loop import create_network
 
@@ -219,3 +221,17 @@ def test_train_over_a_scan_with_auto_records_the_number_in_its_summary_and_model
     assert "auto on cpu" in summary["train"]["batch_size_choice"]
     model_train = json.loads((run / "model" / "config.json").read_text())["train"]
     assert model_train["batch_size_choice"] == summary["train"]["batch_size_choice"]
+
+
+@pytest.mark.parametrize("n_samples", [1500, 2000, 2500])
+def test_auto_epochs_train_the_same_images_whatever_the_batch(n_samples):
+    epochs = {batch: auto_epochs(n_samples, batch) for batch in (32, 64, 128)}
+    assert len(set(epochs.values())) == 1
+    assert epochs[128] * n_samples == pytest.approx(AUTO_IMAGES, rel=0.15)
+
+
+def test_auto_epochs_take_a_minimum_of_steps_and_stay_within_bounds():
+    epochs = auto_epochs(1500, 1024)  # one step per epoch: the image budget alone would take 18 steps
+    assert epochs * (1500 // 1024) >= MIN_AUTO_STEPS
+    assert auto_epochs(50, 128) == 200 and auto_epochs(1_000_000, 128) == 10
+    assert TrainConfig(epochs=3).epochs_for(1500) == 3

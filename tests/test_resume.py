@@ -169,7 +169,7 @@ def interrupted_scan(tmp_path, dataset) -> Path:
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--lr", "0.1"], "(train.lr: 0.05 then, 0.1 now)"),
+    (["--lr", "0.1"], "(train.lr: 0.2 then, 0.1 now)"),
     (["--seed", "3"], "(train.seed: 7 then, 3 now)"),
     (["--method", "ce"], "(inputs.method: \"elr\" then, \"ce\" now)"),
 ])
@@ -426,7 +426,7 @@ def test_ctrl_c_in_a_folds_scan_prints_the_hint_and_resume_refuses_other_setting
                      "to continue, run the same `labelaudit scan` command with --resume"], interrupted.stderr
 
     for change, message in [(["--folds", "3"], "(inputs.folds: 2 then, 3 now)"),
-                            (["--lr", "0.1"], "(train.lr: 0.05 then, 0.1 now)"),
+                            (["--lr", "0.1"], "(train.lr: 0.2 then, 0.1 now)"),
                             (["--folds", "1"], "(inputs.folds: 2 then, 1 now)")]:
         refused = runner.invoke(app, [*args, "--resume", *change])
         assert refused.exit_code == 2

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import LabelAuditError
 from ..train.config import (
-    AUTO_BATCH_CAP, DEFAULT_BATCH_SIZE, DEFAULT_MODEL, TrainConfig, parse_batch_size,
+    AUTO_BATCH_CAP, DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MODEL, TrainConfig, parse_batch_size,
 )
 
 DEFAULTS = TrainConfig()
@@ -57,8 +57,10 @@ BatchSize = Annotated[str, typer.Option(
     f"batch that fits in its memory (probed, then halved as a safety margin; at most {AUTO_BATCH_CAP}); "
     f"on CPU and MPS auto is the default {DEFAULT_BATCH_SIZE}, as memory is not the limit there.",
     rich_help_panel=TRAINING)]
-LearningRate = Annotated[float, typer.Option("--lr", min=0.0, help="Peak SGD learning rate (cosine schedule).",
-                                             rich_help_panel=TRAINING)]
+LearningRate = Annotated[Optional[float], typer.Option(
+    "--lr", min=0.0, help=f"Peak SGD learning rate (cosine schedule); default {DEFAULT_LR} for the network "
+    f"(at the default batch of {DEFAULT_BATCH_SIZE}), 0.05 for --freeze-backbone's linear head.",
+    show_default=False, rich_help_panel=TRAINING)]
 Seed = Annotated[int, typer.Option("--seed", rich_help_panel=TRAINING)]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.", rich_help_panel=TRAINING)]
 Folds = Annotated[int, typer.Option("--folds", min=1, help="K > 1: train K models, score each row out of fold.",
@@ -117,7 +119,7 @@ def require_inputs(images: Path | None = None, labels: Path | None = None, *, we
 
 
 def train_config(*, model: str, pretrained: bool, weights: Path | None, image_size: int, epochs: int | None,
-                 batch_size: int | str, lr: float, seed: int, device: str, flip: bool, compile: bool) -> TrainConfig:
+                 batch_size: int | str, lr: float | None, seed: int, device: str, flip: bool, compile: bool) -> TrainConfig:
     return TrainConfig(model=model, pretrained=pretrained, weights=str(weights) if weights else None,
                        image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                        device=device, flip=flip, compile=compile)

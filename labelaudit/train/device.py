@@ -197,7 +197,7 @@ def resolve_batch_size(config: TrainConfig, method: "TrainingMethod", accelerato
 
     A number is kept. ``auto`` on CUDA probes the largest batch that fits (:func:`probe_batch_size`)
     with a copy of ``method``, at most the rows each process trains on; on CPU and MPS memory is not
-    what limits the batch, so ``auto`` is the default 32. Under torchrun each process probes its own
+    what limits the batch, so ``auto`` is the default (DEFAULT_BATCH_SIZE). Under torchrun each process probes its own
     GPU and, when training data-parallel, all take the smallest result (they must step together).
     ``create_network()`` gives a backbone on the device, as the training loop makes them.
     """

@@ -22,7 +22,7 @@ import torch
 from ..errors import LabelAuditError
 from ..methods.base import Batch, TrainingMethod
 from .augment import mean_colour, normalise, random_crop_flip
-from .config import DEFAULT_MODEL, TrainConfig  # noqa: F401  (re-exported)
+from .config import DEFAULT_LR, DEFAULT_MODEL, TrainConfig  # noqa: F401  (re-exported)
 from .progress import ProgressReporter, SilentProgress  # noqa: F401  (re-exported)
 from .resume import (
     Checkpointing, TrainingInterrupted, capture_state, load_checkpoint, restore_state, run_fingerprint,
@@ -158,7 +158,8 @@ def fit(
     if n_samples < 2:
         raise LabelAuditError("need at least 2 images to train")
     trusted_mask = np.zeros(n_samples, bool) if trusted is None else np.asarray(trusted, bool)
-    requested = config  # --batch-size auto becomes a number in this copy, returned for callers to save
+    # --batch-size auto becomes a number, and an unset --lr the default, in the copy returned for callers to save
+    requested = config.with_default_lr(DEFAULT_LR)
     config = accelerator.resolve_batch_size(
         requested, method, n_samples=n_samples, n_classes=n_classes,
         create_network=lambda: accelerator.prepare_model(create_network(requested, n_classes)))
