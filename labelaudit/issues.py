@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .core.duplicates import DuplicateSets, cross_block_pairs, duplicate_sets, exact_pairs, near_pairs
-from .core.neighbors import nearest_neighbors
+from .core.neighbors import nearest_neighbors, normalize_rows, search_rows
 from .core.outliers import flag_outliers, outlier_scores
 from .core.quality import QualityRules, quality_flags
 from .data.dataset import LabelledImages
@@ -42,12 +42,12 @@ NEAR_DUPLICATE_SIMILARITY = 0.997
 #: original's 93% (86%) middle at 0.993 or more in 85% (78%) of cases; no two different images reached 0.9914.
 CROP_ZOOMS = (0.93, 0.86)
 CROP_SIMILARITY = 0.993
-#: the cropped-copy search compares three views of every row (nine times the work of one search): above
-#: this many rows it is skipped and summary.json says so
+#: the cropped-copy search compares every row with three views of every row (three times the work of one
+#: search): above this many rows it is skipped and summary.json says so
 CROP_SEARCH_MAX_ROWS = 100_000
 #: nearest neighbours per row for the near-duplicate and outlier checks, and for the cropped-copy check
 NEIGHBOURS = 10
-CROP_NEIGHBOURS = 5
+CROP_NEIGHBOURS = 8
 _INT_MEASURES = ("width", "height")
 
 
@@ -127,8 +127,11 @@ def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_pro
         pairs.append(row_index[near_pairs(similarities, indices, settings.near_duplicate_similarity)])
         crop_search = len(row_index) <= CROP_SEARCH_MAX_ROWS
         if crop_search:
-            views = [whole] + [perceptual_vectors(data.images, zoom=zoom) for zoom in CROP_ZOOMS]
-            stacked_similarities, stacked_indices = nearest_neighbors(np.concatenate(views), CROP_NEIGHBOURS)
+            # Only the whole pictures ask (a copy's whole picture is its original's middle): N of the 3N rows.
+            views = normalize_rows(np.concatenate([whole] + [perceptual_vectors(data.images, zoom=zoom)
+                                                             for zoom in CROP_ZOOMS]))
+            stacked_similarities, stacked_indices = search_rows(
+                views, min(CROP_NEIGHBOURS, len(views) - 1), rows=np.arange(len(row_index)))
             pairs.append(row_index[cross_block_pairs(stacked_similarities, stacked_indices, len(row_index),
                                                      settings.crop_similarity)])
     exact_rows = np.unique(np.concatenate([p.ravel() for p in pairs[:2]]))

@@ -71,7 +71,8 @@ def cross_block_pairs(similarities: np.ndarray, indices: np.ndarray, n_rows: int
     Parameters
     ----------
     similarities, indices
-        ``(B * N, k)`` neighbours of every stacked row (:func:`labelaudit.core.neighbors.nearest_neighbors`).
+        ``(R, k)`` neighbours among the B * N stacked rows of the first R stacked rows (all of them, or the
+        N whole pictures only: :func:`labelaudit.core.neighbors.search_rows` with ``rows``).
     n_rows
         N.
 
