@@ -1,7 +1,8 @@
 """Cosine nearest neighbours of every row among the other rows, without an N×N matrix in memory.
 
-The search compares a block of rows with all N rows at a time (one matrix product of shape (block, N)),
-keeps the k best of each row, and moves on, so memory is O(block·N + N·k) rather than O(N²).
+The search compares a block of rows with all N rows at a time (one matrix product of shape (block, N),
+or of column tiles of it when N is so large that fewer than 256 whole rows would fit in ``block_bytes``),
+keeps the k best of each row, and moves on, so memory is O(block_bytes + N·k) rather than O(N²).
 
 Picking the k best of N similarities per row is the other cost besides the product. A full
 ``argpartition`` over every row costs about 4 ns per similarity; instead the N columns are dealt into
@@ -279,8 +280,8 @@ def nearest_neighbors(vectors, k: int, *, reduce_dim: int | str | None = "auto",
     candidates : int, optional
         Candidates per row re-ranked after an approximate search; default ``max(2k, k + 16)``.
     block_bytes : int
-        Upper bound on the bytes of the (block, N) float32 similarity block computed at once; at least one
-        row is always processed per block.
+        Upper bound on the bytes of the float32 similarity block computed at once (it never shrinks below
+        256 rows × k columns).
     seed : int
         Seeds the inverted file's k-means.
 
