@@ -17,7 +17,7 @@ thread of a shared 2-core machine. ``test_resnet`` at 28 px (Fashion-MNIST's own
 than the tool's default resnet10t at 32 px; 2,000 rows train for the automatic number of epochs (about 800
 optimiser steps: 13 epochs), 8,000 rows for 3 epochs (750 steps; the automatic rule would give 10).
 
-    python benchmarks/methods.py                                   # the full benchmark (~60 min, 1 thread)
+    python benchmarks/methods.py --batch-size 32 --lr 0.05         # the table in the docs (~60 min, 1 thread)
     python benchmarks/methods.py --methods ce,nal --settings sym50 --sizes 2000   # a quick look
 """
 
@@ -164,11 +164,11 @@ def run(args: argparse.Namespace) -> str:
 
 
 def report(args, methods, settings, sizes, epochs_used, results, noise_realised, total) -> str:
-    from labelaudit.train.config import TrainConfig
+    from labelaudit.train.config import DEFAULT_LR, TrainConfig
 
     defaults = TrainConfig()
     batch_size = args.batch_size or defaults.batch_size
-    lr = args.lr or defaults.lr
+    lr = args.lr or defaults.lr or DEFAULT_LR
     command = "python benchmarks/methods.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     columns = [(s, size) for size in sizes for s in settings]
     lines = [
