@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import LabelAuditError
-from .config import AUTO_BATCH_CAP, DEFAULT_BATCH_SIZE, TrainConfig
+from .config import AUTO_BATCH_CAP, DEFAULT_BATCH_SIZE, DEFAULT_LR, TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..methods.base import TrainingMethod
@@ -245,7 +245,8 @@ def method_probe_step(method: "TrainingMethod", config: TrainConfig, accelerator
             indices=accelerator.to_device(torch.arange(size)),
             trusted=accelerator.to_device(torch.zeros(size, dtype=torch.bool)),
         )
-        optimizer = torch.optim.SGD(probe.trainable_parameters(), lr=config.lr, momentum=config.momentum,
+        optimizer = torch.optim.SGD(probe.trainable_parameters(), lr=config.with_default_lr(DEFAULT_LR).lr,
+                                    momentum=config.momentum,
                                     weight_decay=config.weight_decay)
         try:
             with accelerator.autocast():
