@@ -11,7 +11,10 @@ import torch.nn.functional as F
 
 from labelaudit.methods.base import Batch
 from labelaudit.methods.elr_plus import EMA_EPOCHS, ELRPlus, ema_decay_for
+from labelaudit.methods.elr import ASYMMETRIC_SETTING, SYMMETRIC_SETTING
 from labelaudit.train.loop import TrainConfig
+
+from test_elr import probe_context
 
 
 def _linear() -> torch.nn.Module:
@@ -20,7 +23,7 @@ def _linear() -> torch.nn.Module:
 
 def _prepared(n_samples: int, batch_size: int, **options) -> ELRPlus:
     method = ELRPlus(**options)
-    ctx = SimpleNamespace(n_samples=n_samples, n_classes=3, device="cpu", create_network=_linear,
+    ctx = SimpleNamespace(n_samples=n_samples, n_classes=3, device="cpu", create_network=_linear, epochs=13,
                           config=TrainConfig(batch_size=batch_size, device="cpu"))
     method.prepare(ctx)
     return method
@@ -57,3 +60,15 @@ def test_default_elr_plus_trains_on_the_unmixed_batch():
             expected += F.cross_entropy(logits, labels) + method.lam * torch.log(1 - (targets * p).sum(dim=1)).mean()
     assert loss.item() == pytest.approx(float(expected), rel=1e-5)
     assert method.settings()["mixup_alpha"] == 0.0
+
+
+@pytest.mark.parametrize("kind, setting", [("symmetric", SYMMETRIC_SETTING), ("pairs", ASYMMETRIC_SETTING)])
+def test_elr_plus_probes_the_noise_like_elr_and_takes_the_official_setting_for_it(kind, setting):
+    """The official ELR+ configs use (0.7, 3) for symmetric and (0.9, 1) for asymmetric CIFAR-10 noise;
+    keeping the symmetric one on look-alike noise cost 3 points on Fashion-MNIST."""
+    method = _prepared(600, 32)
+    assert method.probe_epoch == 3 and (method.beta, method.lam) == SYMMETRIC_SETTING  # 20% of 13 epochs
+    ctx = probe_context(kind)
+    method.on_epoch_end(3, ctx)
+    assert (method.beta, method.lam) == setting
+    assert _prepared(600, 32, beta=0.7, lam=3.0).probe_epoch is None  # both given: no probe

@@ -31,7 +31,9 @@ from ..errors import LabelAuditError
 from ..train import distributed
 from ..train.config import DEFAULT_BATCH_SIZE
 from .base import Batch, TrainingMethod, float64_softmax
-from .elr import MANY_CLASSES, MANY_CLASSES_SETTING, PROB_CLAMP, SYMMETRIC_SETTING
+from .elr import (
+    ASYMMETRIC_SETTING, MANY_CLASSES, MANY_CLASSES_SETTING, PROB_CLAMP, PROBE_AT, REPROBE_AT, SYMMETRIC_SETTING,
+)
 from .registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -164,6 +166,8 @@ class ELRPlus(TrainingMethod):
         self.ema_decay = EMA_DECAY if ema_decay is None else ema_decay  # until prepare() knows the steps per epoch
         self.mixup_alpha, self.ema_ramp = mixup_alpha, ema_ramp
         self.choice = "default"
+        self.probe_epoch: int | None = None
+        self.reprobe_epoch: int | None = None
         self.targets: list[torch.Tensor] = []
 
     def build_networks(self, create_network: Callable[[], torch.nn.Module], n_classes: int) -> None:
@@ -187,6 +191,35 @@ class ELRPlus(TrainingMethod):
                                           ("coefficient ramp", self.user_coef_ramp)) if value is not None]
         official = "CIFAR-100 (50+ classes)" if many else "CIFAR-10"
         self.choice = f"official {official} setting" + (f"; given: {', '.join(given)}" if given else "")
+        # Below 50 classes (β, λ) follow the noise structure, probed as ELR probes it: the official configs
+        # differ for symmetric and asymmetric CIFAR-10 noise, and on look-alike noise the symmetric one cost
+        # 3 points (Fashion-MNIST, 2,000 rows, 40% look-alike: 67.1% against 70.3% with β 0.9, λ 1).
+        self.probe_epoch = self.reprobe_epoch = None
+        if not many and (self.user_beta is None or self.user_lam is None) and ctx.epochs > 1:
+            self.probe_epoch = max(1, round(PROBE_AT * ctx.epochs))
+            later = round(REPROBE_AT * ctx.epochs)
+            self.reprobe_epoch = later if self.probe_epoch < later < ctx.epochs else None
+            self.choice = "auto: official CIFAR-10 symmetric-noise setting until the noise structure is probed"
+
+    def on_epoch_end(self, epoch: int, ctx: "TrainContext") -> None:
+        """At the probe epoch, the official CIFAR-10 asymmetric-noise (β, λ) if the noise looks concentrated,
+        else the symmetric one: the same probe and rule as ``elr`` (see ``ELR.on_epoch_end``), on the average
+        prediction of the two networks."""
+        if epoch != self.probe_epoch:
+            return
+        from ..core.noise_structure import confident_counts, noise_structure, settled_early
+
+        structure = noise_structure(confident_counts(ctx.labels, ctx.predict_train()))
+        if self.reprobe_epoch is not None and epoch < self.reprobe_epoch and not settled_early(structure):
+            self.choice = (f"auto: symmetric setting so far; the noise structure was unclear after epoch {epoch} "
+                           f"({structure.reason}); looking again at epoch {self.reprobe_epoch}")
+            self.probe_epoch = self.reprobe_epoch
+            return
+        beta, lam = ASYMMETRIC_SETTING if structure.concentrated else SYMMETRIC_SETTING
+        self.beta = self.user_beta if self.user_beta is not None else beta
+        self.lam = self.user_lam if self.user_lam is not None else lam
+        kind = "class-dependent (asymmetric)" if structure.concentrated else "symmetric"
+        self.choice = f"auto: noise looks {kind} after epoch {epoch}: {structure.reason}"
 
     def network(self, k: int) -> torch.nn.Module:
         return self.nets[k]
@@ -238,7 +271,8 @@ class ELRPlus(TrainingMethod):
     def state_dict(self) -> dict[str, Any]:
         """Both networks and their EMA copies, both (N, K) target buffers, and the settings chosen in prepare."""
         return {**super().state_dict(), "targets": list(self.targets), "beta": self.beta, "lam": self.lam,
-                "coef_ramp": self.coef_ramp, "ema_decay": self.ema_decay, "choice": self.choice}
+                "coef_ramp": self.coef_ramp, "ema_decay": self.ema_decay, "choice": self.choice,
+                "probe_epoch": self.probe_epoch, "reprobe_epoch": self.reprobe_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -246,3 +280,4 @@ class ELRPlus(TrainingMethod):
         self.beta, self.lam, self.coef_ramp = float(state["beta"]), float(state["lam"]), float(state["coef_ramp"])
         self.ema_decay = float(state.get("ema_decay", self.ema_decay))
         self.choice = str(state["choice"])
+        self.probe_epoch, self.reprobe_epoch = state.get("probe_epoch"), state.get("reprobe_epoch")
