@@ -105,8 +105,8 @@ def train(
 
     Below plain ce on short runs (Fashion-MNIST, planted noise, 13 epochs of test_resnet; docs/commands/train.md):
     forward on every setting, by 1.6-6.9 points (63.1% vs 69.9% at 40% look-alike noise, 2,000 rows);
-    elr+ and nal on look-alike noise (67.1% and 67.5% vs 69.9%; elr+ with --elr-beta 0.9 --elr-lambda 1: 70.3%);
-    nal also on 8,000 rows at 3 epochs (72.7% vs 75.3% at 50% symmetric). glc gains most (+2.9 to +7.2 points).
+    nal on look-alike noise (67.5% vs 69.9%) and on 8,000 rows at 3 epochs (72.7% vs 75.3% at 50% symmetric);
+    elsewhere the methods are within about 1-2 points of ce. glc gains most (+2.9 to +7.2 points).
     """
     if (images is None) != (labels is None):
         raise LabelAuditError("pass both IMAGES and LABELS.csv, or neither to reuse the scan in --out")
