@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import labelaudit
 from labelaudit.cli.app import app
+from labelaudit.methods.elr_plus import ema_decay_for
 
 from tiny import TINY_MODEL, TINY_SIZE, tiny_train_args
 
@@ -64,7 +65,9 @@ def test_train_with_val_writes_model_and_metrics(tmp_path, split_dataset):
     predictions = loaded.predict_folder(split_dataset / "images").set_index("path").loc[test["path"], "label"]
     assert np.mean(predictions.to_numpy() == test["label"].to_numpy()) == pytest.approx(metrics["val_accuracy"])
     config = json.loads((model_dir / "config.json").read_text())
-    assert config["method"] == "elr+" and config["method_settings"]["ema_decay"] == 0.997
+    n_train = len(pd.read_csv(split_dataset / "labels.csv"))
+    assert config["method"] == "elr+"  # the EMA averages over a fixed share of an epoch of 32-row steps
+    assert config["method_settings"]["ema_decay"] == pytest.approx(ema_decay_for(n_train // 32))
     assert config["architecture"] == TINY_MODEL and config["image_size"] == TINY_SIZE
 
 
