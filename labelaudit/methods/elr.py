@@ -96,21 +96,7 @@ class ELR(TrainingMethod):
         else the symmetric one. A first look that is not conclusive
         (:func:`~labelaudit.core.noise_structure.settled_early`) keeps the symmetric setting and looks
         again at ``REPROBE_AT`` of the epochs, which decides."""
-        if epoch != self.probe_epoch:
-            return
-        from ..core.noise_structure import confident_counts, noise_structure, settled_early
-
-        structure = noise_structure(confident_counts(ctx.labels, ctx.predict_train()))
-        if self.reprobe_epoch is not None and epoch < self.reprobe_epoch and not settled_early(structure):
-            self.choice = (f"auto: symmetric setting so far; the noise structure was unclear after epoch {epoch} "
-                           f"({structure.reason}); looking again at epoch {self.reprobe_epoch}")
-            self.probe_epoch = self.reprobe_epoch
-            return
-        beta, lam = ASYMMETRIC_SETTING if structure.concentrated else SYMMETRIC_SETTING
-        self.beta = self.user_beta if self.user_beta is not None else beta
-        self.lam = self.user_lam if self.user_lam is not None else lam
-        kind = "class-dependent (asymmetric)" if structure.concentrated else "symmetric"
-        self.choice = f"auto: noise looks {kind} after epoch {epoch}: {structure.reason}"
+        apply_noise_probe(self, epoch, ctx)
 
     def settings(self) -> dict[str, Any]:
         return {"elr_beta": self.beta, "elr_lambda": self.lam, "elr_setting": self.choice}
@@ -135,3 +121,24 @@ class ELR(TrainingMethod):
         targets = self.targets.detach().float().cpu().numpy()
         totals = targets.sum(axis=1, keepdims=True)
         return np.divide(targets, totals, out=np.full_like(targets, 1.0 / targets.shape[1]), where=totals > 0)
+
+
+def apply_noise_probe(method: Any, epoch: int, ctx: "TrainContext") -> None:
+    """The probe of ``elr`` and ``elr+`` (see ``ELR.on_epoch_end``): at ``method.probe_epoch``, set
+    ``method.beta``/``method.lam`` (unless the user gave them) and ``method.choice`` from the noise structure
+    of ``ctx.predict_train()``, or move the probe to ``method.reprobe_epoch`` when the first look is unclear."""
+    if epoch != method.probe_epoch:
+        return
+    from ..core.noise_structure import confident_counts, noise_structure, settled_early
+
+    structure = noise_structure(confident_counts(ctx.labels, ctx.predict_train()))
+    if method.reprobe_epoch is not None and epoch < method.reprobe_epoch and not settled_early(structure):
+        method.choice = (f"auto: symmetric setting so far; the noise structure was unclear after epoch {epoch} "
+                         f"({structure.reason}); looking again at epoch {method.reprobe_epoch}")
+        method.probe_epoch = method.reprobe_epoch
+        return
+    beta, lam = ASYMMETRIC_SETTING if structure.concentrated else SYMMETRIC_SETTING
+    method.beta = method.user_beta if method.user_beta is not None else beta
+    method.lam = method.user_lam if method.user_lam is not None else lam
+    kind = "class-dependent (asymmetric)" if structure.concentrated else "symmetric"
+    method.choice = f"auto: noise looks {kind} after epoch {epoch}: {structure.reason}"

@@ -32,7 +32,7 @@ from ..train import distributed
 from ..train.config import DEFAULT_BATCH_SIZE
 from .base import Batch, TrainingMethod, float64_softmax
 from .elr import (
-    ASYMMETRIC_SETTING, MANY_CLASSES, MANY_CLASSES_SETTING, PROB_CLAMP, PROBE_AT, REPROBE_AT, SYMMETRIC_SETTING,
+    MANY_CLASSES, MANY_CLASSES_SETTING, PROB_CLAMP, PROBE_AT, REPROBE_AT, SYMMETRIC_SETTING, apply_noise_probe,
 )
 from .registry import register
 
@@ -205,21 +205,7 @@ class ELRPlus(TrainingMethod):
         """At the probe epoch, the official CIFAR-10 asymmetric-noise (β, λ) if the noise looks concentrated,
         else the symmetric one: the same probe and rule as ``elr`` (see ``ELR.on_epoch_end``), on the average
         prediction of the two networks."""
-        if epoch != self.probe_epoch:
-            return
-        from ..core.noise_structure import confident_counts, noise_structure, settled_early
-
-        structure = noise_structure(confident_counts(ctx.labels, ctx.predict_train()))
-        if self.reprobe_epoch is not None and epoch < self.reprobe_epoch and not settled_early(structure):
-            self.choice = (f"auto: symmetric setting so far; the noise structure was unclear after epoch {epoch} "
-                           f"({structure.reason}); looking again at epoch {self.reprobe_epoch}")
-            self.probe_epoch = self.reprobe_epoch
-            return
-        beta, lam = ASYMMETRIC_SETTING if structure.concentrated else SYMMETRIC_SETTING
-        self.beta = self.user_beta if self.user_beta is not None else beta
-        self.lam = self.user_lam if self.user_lam is not None else lam
-        kind = "class-dependent (asymmetric)" if structure.concentrated else "symmetric"
-        self.choice = f"auto: noise looks {kind} after epoch {epoch}: {structure.reason}"
+        apply_noise_probe(self, epoch, ctx)
 
     def network(self, k: int) -> torch.nn.Module:
         return self.nets[k]
