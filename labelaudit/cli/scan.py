@@ -51,7 +51,7 @@ def scan(
         "that span splits are reported as leakage (is_leak).", rich_help_panel=opt.DATA)] = None,
     data_checks: Annotated[bool, typer.Option(
         "--data-checks/--no-data-checks", help="Also look for duplicates, leakage, outliers and image-quality "
-        "defects (one inference pass and a nearest-neighbour search after training).",
+        "defects (measures taken while decoding and a nearest-neighbour search of thumbnails; no extra network pass).",
         rich_help_panel=opt.OUTPUT)] = True,
     self_check: Annotated[bool, typer.Option(
         "--self-check", help="Also audit a copy with 5% planted label errors shaped like the ones found, and report "
