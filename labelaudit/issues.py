@@ -31,6 +31,7 @@ from .data.dataset import LabelledImages
 from .data.measures import MEASURE_NAMES, perceptual_vectors
 from .errors import LabelAuditError
 from .report.schema import SAMPLES_COLUMNS
+from .report.tables import missing_as_none, scatter_rows
 
 #: cosine similarity of the thumbnails from which two rows show the same picture. Measured on 2,000
 #: Fashion-MNIST images with 30 JPEG re-encodes (quality 75) and 30 resized copies (28 -> 40 px): the
@@ -173,7 +174,7 @@ def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_pro
 
     if data.measures is not None:
         flags = quality_flags(data.measures, settings.quality)
-        columns["quality_issues"] = _at_rows(n_rows, row_index, _object_array(flags.issue_lists()))
+        columns["quality_issues"] = _at_rows(n_rows, row_index, flags.issue_lists())
         for j, name in enumerate(MEASURE_NAMES):
             values = data.measures[:, j]
             if name in _INT_MEASURES:
@@ -188,19 +189,6 @@ def find_data_issues(data: LabelledImages, *, fingerprints: np.ndarray, pred_pro
     return DataIssues(columns=columns, summary=summary, duplicates=sets)
 
 
-def _object_array(values: list) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    for i, value in enumerate(values):
-        out[i] = value
-    return out
-
-
-def _at_rows(n_rows: int, row_index: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = np.full(n_rows, None, dtype=object)
-    if values.dtype == object:
-        out[row_index] = values
-    else:
-        out[row_index] = _object_array([None if isinstance(v, float) and np.isnan(v) else v
-                                        for v in values.tolist()])
-    return out
-
+def _at_rows(n_rows: int, row_index: np.ndarray, values) -> np.ndarray:
+    """(n_rows,) object: ``values`` (M,) at ``row_index``, NaN as None, None at the other rows."""
+    return scatter_rows(n_rows, row_index, missing_as_none(values), None)

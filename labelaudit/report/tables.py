@@ -132,14 +132,14 @@ def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str],
     frame = pd.DataFrame({
         "path": rows["path"].astype(object).to_numpy(),
         "given_label": rows["given_label"].astype(object).to_numpy(),
-        "suggested_label": _scatter(n_rows, row_index, np.asarray(classes, dtype=object)[scores.suggested], None),
-        "p_given": _scatter(n_rows, row_index, scores.p_given, np.nan),
-        "label_quality": _scatter(n_rows, row_index, scores.label_quality, np.nan),
-        "error_probability": _scatter(n_rows, row_index, scores.error_probability, np.nan),
-        "is_issue": _scatter(n_rows, row_index, scores.is_issue, None),
-        "rank": _scatter(n_rows, row_index, scores.rank, None),
+        "suggested_label": scatter_rows(n_rows, row_index, np.asarray(classes, dtype=object)[scores.suggested], None),
+        "p_given": scatter_rows(n_rows, row_index, scores.p_given, np.nan),
+        "label_quality": scatter_rows(n_rows, row_index, scores.label_quality, np.nan),
+        "error_probability": scatter_rows(n_rows, row_index, scores.error_probability, np.nan),
+        "is_issue": scatter_rows(n_rows, row_index, scores.is_issue, None),
+        "rank": scatter_rows(n_rows, row_index, scores.rank, None),
         "status": rows["status"].astype(object).to_numpy(),
-        "fold": _scatter(n_rows, row_index, folds, None),
+        "fold": scatter_rows(n_rows, row_index, folds, None),
     })
     issues = issues or {}
     unknown = set(issues) - set(DATA_ISSUE_COLUMNS)
@@ -149,14 +149,14 @@ def samples_frame(rows: pd.DataFrame, row_index: np.ndarray, classes: list[str],
     for column in DATA_ISSUE_COLUMNS:
         values = issues.get(column)
         frame[column] = (np.full(n_rows, None, dtype=object) if values is None
-                         else _scatter(n_rows, at, _missing_as_none(values), None))
+                         else scatter_rows(n_rows, at, missing_as_none(values), None))
     for column in rows.columns:
         if column not in SAMPLES_COLUMNS:
             frame[column] = rows[column].to_numpy()
     return frame
 
 
-def _missing_as_none(values) -> np.ndarray:
+def missing_as_none(values) -> np.ndarray:
     """(M,) object array of ``values``, NaN floats as None (nullable columns); list values stay lists."""
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
@@ -164,7 +164,8 @@ def _missing_as_none(values) -> np.ndarray:
     return out
 
 
-def _scatter(n_rows: int, row_index: np.ndarray, values: np.ndarray, missing) -> np.ndarray:
+def scatter_rows(n_rows: int, row_index: np.ndarray, values: np.ndarray, missing) -> np.ndarray:
+    """(n_rows,) object array: ``values`` (M,) at the positions ``row_index`` (M,), ``missing`` elsewhere."""
     out = np.full(n_rows, missing, dtype=object)
     if isinstance(values, np.ndarray) and values.dtype == object:
         out[row_index] = values
