@@ -825,7 +825,7 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
         raise LabelAuditError(f"baseline {settings.baseline} does not exist")  # before minutes of inference
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    from .train.checkpoint import load_model  # torch loads here, not when the CLI starts
+    from .train.checkpoint import image_fingerprints, load_model  # torch loads here, not when the CLI starts
 
     model = load_model(resolve_model_dir(settings.model_dir), device=settings.device)
     refuse_unknown_labels(settings, model)
@@ -840,7 +840,8 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
     timings["decode_seconds"] = time.perf_counter() - stage
 
     stage = time.perf_counter()
-    seen = model.seen_in_training(data.images)  # None: the model folder cannot tell
+    fingerprints = image_fingerprints(data.images)  # also what the duplicate check compares
+    seen = model.seen_fingerprints(fingerprints)  # None: the model folder cannot tell
     overlap = TrainingOverlap(known=seen is not None, seen=int(seen.sum()) if seen is not None else 0,
                               usable=len(data.labels))
     scored = ~seen if seen is not None else np.ones(len(data.labels), dtype=bool)
@@ -866,7 +867,7 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
     else:
         batch_scores, scores, noise = None, _no_scores(), None
         error_rate, classes = RateEstimate.unavailable(), []
-    issues = batch_data_issues(data, seen)
+    issues = batch_data_issues(data, seen, fingerprints)
     samples = samples_frame(rows, data.row_index[scored], model.classes, scores, np.zeros(len(labels), np.int16),
                             issues=issues.columns, issue_index=np.arange(len(rows)))
     samples = _with_seen_column(samples, data.row_index, seen)
@@ -902,13 +903,13 @@ def run_check(settings: CheckSettings, *, progress: ProgressReporter | None = No
     return result
 
 
-def batch_data_issues(data: Any, seen: np.ndarray | None) -> Any:
+def batch_data_issues(data: Any, seen: np.ndarray | None, fingerprints: np.ndarray) -> Any:
     """Duplicates within the batch, outliers and image quality (:func:`labelaudit.issues.find_data_issues`),
-    with ``is_leak`` meaning *shows an image the model trained on* (null when the model cannot tell)."""
+    with ``is_leak`` meaning *shows an image the model trained on* (null when the model cannot tell).
+    ``fingerprints``: (M,) :func:`~labelaudit.train.checkpoint.image_fingerprints` of ``data.images``."""
     from .issues import find_data_issues
-    from .train.checkpoint import image_fingerprints
 
-    issues = find_data_issues(data, fingerprints=image_fingerprints(data.images), pred_probs=None)
+    issues = find_data_issues(data, fingerprints=fingerprints, pred_probs=None)
     leak = np.full(len(data.rows), None, dtype=object)
     if seen is not None:
         leak[data.row_index] = list(seen.astype(bool))

@@ -194,9 +194,14 @@ class LoadedModel:
     def seen_in_training(self, images: np.ndarray) -> np.ndarray | None:
         """(N, H, W, 3) uint8 at ``image_size`` -> (N,) bool: the image's pixels are those of a training
         image. None when the model folder records no fingerprints (it cannot tell)."""
+        return self.seen_fingerprints(image_fingerprints(images))
+
+    def seen_fingerprints(self, fingerprints: np.ndarray) -> np.ndarray | None:
+        """(N,) :func:`image_fingerprints` of images -> (N,) bool: a training image's; None when the model
+        folder records no fingerprints."""
         if self.training_fingerprints is None:
             return None
-        return np.isin(image_fingerprints(images), self.training_fingerprints, assume_unique=False)
+        return np.isin(fingerprints, self.training_fingerprints, assume_unique=False)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 at ``image_size`` -> (N, K) float32 class probabilities."""
